@@ -1,0 +1,114 @@
+"""One tinystack process: the services and agents its node roles call for.
+
+``Cloud(settings)`` is what ``tinystack up`` runs (``runner.py`` serves it
+with uvicorn). ``start`` brings the database schema to head, connects the
+bus, builds each service and runs first-start bootstrap; ``asgi`` is the
+single HTTP app with every API under its own prefix (DevStack style);
+``health`` says what runs here and whether it answers; ``stop`` undoes
+``start``. Services are listed in ``SERVICES``: adding one is one line there
+plus its package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import Mount, Route
+
+from tinystack.common import bus as busmod
+from tinystack.common.db import Database, upgrade
+from tinystack.common.http import json_response
+from tinystack.config import Settings
+
+__all__ = ["Cloud", "CatalogEntry"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """What the service catalog says about one API this process serves."""
+
+    type: str
+    name: str
+    path: str
+    description: str = ""
+
+
+class _BarePrefix:
+    """ASGI app answering ``/prefix`` itself as the service's ``/``."""
+
+    def __init__(self, prefix: str, app):
+        self.prefix, self.app = prefix, app
+
+    async def __call__(self, scope, receive, send):
+        scope = {**scope, "path": "/", "root_path": scope.get("root_path", "") + self.prefix}
+        await self.app(scope, receive, send)
+
+
+class Cloud:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.db: Database | None = None
+        self.bus: busmod.Bus | None = None
+        self.services: dict[str, Any] = {}
+        self.catalog: list[CatalogEntry] = []
+        self._mounts: list[Mount] = []
+        self.asgi = Starlette(routes=[Route("/healthcheck", self._healthcheck)])
+        self.started = False
+
+    async def start(self) -> None:
+        settings = self.settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.bus = busmod.connect(settings.bus)
+        await self.bus.start()
+        if "controller" in settings.roles:
+            self.db = Database(settings.db_url)
+            await asyncio.to_thread(upgrade, self.db)
+            await self._start_controller()
+        self.asgi.router.routes.extend(self._mounts)
+        self.started = True
+
+    async def _start_controller(self) -> None:
+        from tinystack.identity import IdentityComponent
+
+        identity = IdentityComponent(self.settings, self.db, self.bus)
+        self.services["identity"] = identity
+        self.catalog.append(identity.catalog_entry)
+        self._mount(identity.catalog_entry.path, identity.asgi)
+        await identity.start(catalog=self.catalog)
+
+    def _mount(self, prefix: str, app) -> None:
+        """Serve ``app`` under ``prefix``, the bare prefix included (its version document)."""
+
+        self._mounts.append(Route(prefix, _BarePrefix(prefix, app), methods=None))
+        self._mounts.append(Mount(prefix, app=app))
+
+    async def stop(self) -> None:
+        for service in reversed(list(self.services.values())):
+            await service.stop()
+        self.services.clear()
+        if self.bus is not None:
+            await self.bus.close()
+        if self.db is not None:
+            self.db.dispose()
+        self.started = False
+
+    def health(self) -> dict:
+        node = self.settings.node
+        services = [
+            {"name": name, "kind": "api", "node": node, "healthy": self.started,
+             "url": f"{self.settings.base_url}{svc.catalog_entry.path}"}
+            for name, svc in self.services.items()
+        ]
+        return {"node": node, "roles": self.settings.roles, "services": services, "agents": []}
+
+    async def _healthcheck(self, request: Request):
+        body = self.health()
+        healthy = self.started and all(s["healthy"] for s in body["services"])
+        return json_response(body, 200 if healthy else 503)

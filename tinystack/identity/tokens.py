@@ -1,0 +1,153 @@
+"""Token ids: Fernet-encrypted, authenticated payloads under rotating keys.
+
+A token carries only who, what scope, how it was obtained and when it ends;
+everything else (names, roles, catalog) is looked up when it is validated, so
+a disabled user or a removed role takes effect at once. Keys live in
+``<data_dir>/identity/token-keys`` as Keystone's fernet repository does: file
+``0`` is the staged key, the highest number the primary that signs new
+tokens, the others still accepted. ``rotate`` promotes the staged key and
+drops the oldest beyond ``max_active_keys``.
+
+Revocation is not here: ``service.py`` checks revocation events after
+``decode`` succeeds.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+__all__ = ["TokenPayload", "KeyRepository", "InvalidToken", "new_audit_id"]
+
+_VERSION = 1
+_METHODS = ("password", "token", "application_credential", "totp", "oauth1", "mapped")
+
+
+def new_audit_id() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
+
+
+@dataclass(frozen=True)
+class TokenPayload:
+    user_id: str
+    methods: tuple[str, ...]
+    expires_at: dt.datetime
+    issued_at: dt.datetime
+    audit_ids: tuple[str, ...]
+    project_id: str | None = None
+    domain_id: str | None = None
+    system: bool = False
+    application_credential_id: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def pack(self) -> bytes:
+        mask = sum(1 << _METHODS.index(m) for m in self.methods)
+        scope = (
+            ["s"] if self.system
+            else ["p", self.project_id] if self.project_id
+            else ["d", self.domain_id] if self.domain_id
+            else []
+        )
+        return orjson.dumps([
+            _VERSION, self.user_id, mask, scope,
+            int(self.expires_at.replace(tzinfo=dt.timezone.utc).timestamp()),
+            self.issued_at.replace(tzinfo=dt.timezone.utc).timestamp(),
+            list(self.audit_ids), self.application_credential_id,
+        ])
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> "TokenPayload":
+        version, user_id, mask, scope, expires, issued, audit_ids, app_cred = orjson.loads(raw)
+        if version != _VERSION:
+            raise InvalidToken()
+        utc = dt.timezone.utc
+        return cls(
+            user_id=user_id,
+            methods=tuple(m for i, m in enumerate(_METHODS) if mask & (1 << i)),
+            expires_at=dt.datetime.fromtimestamp(expires, utc).replace(tzinfo=None),
+            issued_at=dt.datetime.fromtimestamp(issued, utc).replace(tzinfo=None),
+            audit_ids=tuple(audit_ids),
+            project_id=scope[1] if scope[:1] == ["p"] else None,
+            domain_id=scope[1] if scope[:1] == ["d"] else None,
+            system=scope[:1] == ["s"],
+            application_credential_id=app_cred,
+        )
+
+
+class KeyRepository:
+    """The token keys on disk, loaded once and reloaded after a rotation."""
+
+    def __init__(self, directory: Path, max_active_keys: int = 3):
+        self.directory = directory
+        self.max_active_keys = max(2, max_active_keys)
+        self._fernet: MultiFernet | None = None
+
+    def _keys(self) -> dict[int, bytes]:
+        keys = {}
+        for path in self.directory.iterdir():
+            if path.name.isdigit():
+                keys[int(path.name)] = path.read_bytes().strip()
+        return keys
+
+    def _write(self, index: int, key: bytes) -> None:
+        tmp = self.directory / f".{index}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key)
+        tmp.rename(self.directory / str(index))
+
+    def setup(self) -> None:
+        """Create the repository with a staged and a primary key, if it is empty."""
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not self._keys():
+            self._write(0, Fernet.generate_key())
+            self._write(1, Fernet.generate_key())
+        self._fernet = None
+
+    def rotate(self) -> int:
+        """Promote the staged key to primary, stage a new one, drop the oldest.
+
+        Returns the new primary key's number.
+        """
+        keys = self._keys()
+        primary = max(keys) + 1
+        os.rename(self.directory / "0", self.directory / str(primary))
+        self._write(0, Fernet.generate_key())
+        keep = sorted(k for k in keys if k != 0) + [primary]
+        for old in keep[: max(0, len(keep) - (self.max_active_keys - 1))]:
+            (self.directory / str(old)).unlink()
+        self._fernet = None
+        return primary
+
+    @property
+    def fernet(self) -> MultiFernet:
+        if self._fernet is None:
+            keys = self._keys()
+            order = sorted(keys, reverse=True)  # primary first, staged (0) last
+            self._fernet = MultiFernet([Fernet(keys[k]) for k in order])
+        return self._fernet
+
+    def encode(self, payload: TokenPayload) -> str:
+        token = self.fernet.encrypt(payload.pack())
+        return token.rstrip(b"=").decode()
+
+    def decode(self, token: str) -> TokenPayload:
+        """The payload of a token these keys made; ``InvalidToken`` otherwise."""
+        if not token or len(token) > 1024:
+            raise InvalidToken()
+        try:
+            raw = token.encode("ascii")
+        except UnicodeEncodeError:
+            raise InvalidToken() from None
+        raw += b"=" * (-len(raw) % 4)
+        try:
+            return TokenPayload.unpack(self.fernet.decrypt(raw))
+        except (ValueError, TypeError, IndexError):
+            raise InvalidToken() from None
