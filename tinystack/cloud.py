@@ -40,6 +40,12 @@ class CatalogEntry:
     description: str = ""
 
 
+# name -> "module:Class" of each API the controller serves besides identity. A
+# component takes (settings, db, bus, token_check) and offers catalog_entry,
+# asgi, start() and stop().
+CONTROLLER_SERVICES: list[tuple[str, str]] = []
+
+
 class _BarePrefix:
     """ASGI app answering ``/prefix`` itself as the service's ``/``."""
 
@@ -75,13 +81,25 @@ class Cloud:
         self.started = True
 
     async def _start_controller(self) -> None:
+        """Build the identity service, then every other API, then start them in order."""
+        import importlib
+
         from tinystack.identity import IdentityComponent
 
         identity = IdentityComponent(self.settings, self.db, self.bus)
         self.services["identity"] = identity
-        self.catalog.append(identity.catalog_entry)
-        self._mount(identity.catalog_entry.path, identity.asgi)
+        for name, path in CONTROLLER_SERVICES:
+            module_name, class_name = path.split(":")
+            component_cls = getattr(importlib.import_module(module_name), class_name)
+            self.services[name] = component_cls(
+                self.settings, self.db, self.bus, identity.credentials_for)
+        for service in self.services.values():
+            self.catalog.append(service.catalog_entry)
+            self._mount(service.catalog_entry.path, service.asgi)
         await identity.start(catalog=self.catalog)
+        for name, service in self.services.items():
+            if name != "identity":
+                await service.start()
 
     def _mount(self, prefix: str, app) -> None:
         """Serve ``app`` under ``prefix``, the bare prefix included (its version document)."""
