@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -21,6 +20,7 @@ from starlette.requests import Request
 from starlette.routing import Mount, Route
 
 from tinystack.common import bus as busmod
+from tinystack.common.component import CatalogEntry
 from tinystack.common.db import Database, upgrade
 from tinystack.common.http import json_response
 from tinystack.config import Settings
@@ -28,16 +28,6 @@ from tinystack.config import Settings
 __all__ = ["Cloud", "CatalogEntry"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class CatalogEntry:
-    """What the service catalog says about one API this process serves."""
-
-    type: str
-    name: str
-    path: str
-    description: str = ""
 
 
 # name -> "module:Class" of each API the controller serves besides identity. A

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tinystack.cloud import CatalogEntry
+from tinystack.common.component import CatalogEntry
 from tinystack.common.db import Database
 from tinystack.common.errors import NotFound, Unauthorized
 from tinystack.common.policy import Credentials
@@ -50,7 +50,8 @@ class IdentityComponent:
         self.token_keys.setup()
         self.credential_keys.setup()
         s = self.settings
-        entries = [(e.type, e.name, e.description, f"{s.base_url}{e.path}") for e in catalog]
+        entries = [(e.type, e.name, e.description, f"{s.base_url}{e.path}{e.url_suffix}")
+                   for e in catalog]
         self.passwords = bootstrap(self.identity, self.catalog, s.data_dir, s.region, entries)
         write_client_files(self.passwords, f"{s.base_url}/identity", s.region, s.data_dir,
                            s.clouds_yaml)
