@@ -185,11 +185,10 @@ class Authenticator:
         return min(expires, limit) if limit else expires
 
     def _user(self, user_id: str) -> User:
-        with self.db.session() as s:
-            user = s.get(User, user_id)
-            if user is None:
-                raise _fail()
-            return user
+        user = self.identity.user_snapshot(user_id)
+        if user is None:
+            raise _fail()
+        return user
 
     def _find_user(self, s, ref: dict) -> User | None:
         if not isinstance(ref, dict):
@@ -304,10 +303,11 @@ class Authenticator:
                     raise _fail()
                 project_id, domain_id, system = None, domain.id, False
             elif kind == "project":
-                project = self._find_project(s, ref)
+                project = self.identity.project_snapshot(ref["id"]) if ref.get("id") \
+                    else self._find_project(s, ref)
                 if project is None or not project.enabled:
                     raise _fail()
-                domain = s.get(Domain, project.domain_id)
+                domain = self.identity.domain_snapshot(project.domain_id)
                 if domain is None or not domain.enabled:
                     raise _fail()
                 project_id, domain_id, system = project.id, None, False
@@ -385,35 +385,35 @@ class Authenticator:
         return valid
 
     def _resolve(self, token_id: str, p: TokenPayload, now: dt.datetime) -> ValidToken | None:
-        with self.db.session() as s:
-            user = s.get(User, p.user_id)
-            if user is None or not user.enabled:
+        ident = self.identity
+        user = ident.user_snapshot(p.user_id)
+        if user is None or not user.enabled:
+            return None
+        user_domain = ident.domain_snapshot(user.domain_id)
+        if user_domain is None or not user_domain.enabled:
+            return None
+        expires = ident.password_expires_at(user.id)
+        project = domain = app_cred = None
+        if p.project_id:
+            project_row = ident.project_snapshot(p.project_id)
+            if project_row is None or not project_row.enabled:
                 return None
-            user_domain = s.get(Domain, user.domain_id)
-            if user_domain is None or not user_domain.enabled:
+            project_domain = ident.domain_snapshot(project_row.domain_id)
+            if project_domain is None or not project_domain.enabled:
                 return None
-            expires = s.scalar(sa.select(Password.expires_at).where(
-                Password.user_id == user.id).order_by(Password.id.desc()).limit(1))
-            project = domain = app_cred = None
-            if p.project_id:
-                project_row = s.get(Project, p.project_id)
-                if project_row is None or not project_row.enabled:
-                    return None
-                project_domain = s.get(Domain, project_row.domain_id)
-                if project_domain is None or not project_domain.enabled:
-                    return None
-                project = {**_ref(project_row), "domain": _ref(project_domain)}
-            if p.domain_id:
-                domain_row = s.get(Domain, p.domain_id)
-                if domain_row is None or not domain_row.enabled:
-                    return None
-                domain = _ref(domain_row)
-            if p.application_credential_id:
+            project = {**_ref(project_row), "domain": _ref(project_domain)}
+        if p.domain_id:
+            domain_row = ident.domain_snapshot(p.domain_id)
+            if domain_row is None or not domain_row.enabled:
+                return None
+            domain = _ref(domain_row)
+        if p.application_credential_id:
+            with self.db.session() as s:
                 cred = s.get(ApplicationCredential, p.application_credential_id)
-                if cred is None or (cred.expires_at is not None and cred.expires_at <= now):
-                    return None
-                app_cred = {"id": cred.id, "name": cred.name, "restricted": not cred.unrestricted}
-                allowed = set(cred.role_ids)
+            if cred is None or (cred.expires_at is not None and cred.expires_at <= now):
+                return None
+            app_cred = {"id": cred.id, "name": cred.name, "restricted": not cred.unrestricted}
+            allowed = set(cred.role_ids)
         role_ids = self.identity.effective_role_ids(
             p.user_id, project_id=p.project_id, domain_id=p.domain_id, system=p.system)
         if p.application_credential_id:

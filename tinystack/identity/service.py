@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -43,6 +43,7 @@ from tinystack.identity.models import (
 __all__ = ["IdentityService", "Grant", "ROLE_TARGETS"]
 
 ROLE_TARGETS = ("project", "domain", "system")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -65,13 +66,50 @@ class IdentityService:
         self.conf = conf
         self.generation = 0
         self._lock = threading.Lock()
+        self._remembered: dict[tuple, tuple[int, Any]] = {}
 
     # -- bookkeeping -----------------------------------------------------
 
     def changed(self) -> None:
-        """Note a write: every cached token answer is now stale."""
+        """Note a write: every cached token answer and remembered read is now stale."""
         with self._lock:
             self.generation += 1
+
+    def remembered(self, key: tuple, compute: Callable[[], T]) -> T:
+        """``compute()``, reused until the next write anywhere in identity.
+
+        Identity data changes rarely and is read on every request, so hot
+        reads (a token's user, project, roles) are kept per generation. The
+        generation is read before computing: a write racing the computation
+        leaves an entry that is already stale.
+        """
+        generation = self.generation
+        hit = self._remembered.get(key)
+        if hit is not None and hit[0] == generation:
+            return hit[1]
+        value = compute()
+        if len(self._remembered) > 20_000:
+            self._remembered.clear()
+        self._remembered[key] = (generation, value)
+        return value
+
+    def _lookup(self, model: type, obj_id: str | None):
+        if not obj_id:
+            return None
+
+        def load():
+            with self.db.session() as s:
+                return s.get(model, obj_id)
+        return self.remembered((model.__name__, obj_id), load)
+
+    def user_snapshot(self, user_id: str) -> User | None:
+        return self._lookup(User, user_id)
+
+    def domain_snapshot(self, domain_id: str) -> Domain | None:
+        return self._lookup(Domain, domain_id)
+
+    def project_snapshot(self, project_id: str) -> Project | None:
+        return self._lookup(Project, project_id)
 
     def _store(self, session: Session, obj: Any, kind: str, conflict: str) -> None:
         session.add(obj)
@@ -225,6 +263,13 @@ class IdentityService:
 
     def list_projects(self, *, name=None, domain_id=None, enabled=None, parent_id=None,
                       ids: Iterable[str] | None = None, tags=None) -> list[Project]:
+        ids = None if ids is None else tuple(ids)
+        tags = tuple(tags) if tags else None
+        key = ("projects", name, domain_id, enabled, parent_id, ids, tags)
+        return list(self.remembered(key, lambda: tuple(self._list_projects(
+            name, domain_id, enabled, parent_id, ids, tags))))
+
+    def _list_projects(self, name, domain_id, enabled, parent_id, ids, tags) -> list[Project]:
         with self.db.session() as s:
             query = sa.select(Project).order_by(Project.name)
             if name is not None:
@@ -342,9 +387,11 @@ class IdentityService:
             return list(s.scalars(query))
 
     def password_expires_at(self, user_id: str) -> dt.datetime | None:
-        with self.db.session() as s:
-            return s.scalar(sa.select(Password.expires_at).where(Password.user_id == user_id)
-                            .order_by(Password.id.desc()).limit(1))
+        def load():
+            with self.db.session() as s:
+                return s.scalar(sa.select(Password.expires_at).where(
+                    Password.user_id == user_id).order_by(Password.id.desc()).limit(1))
+        return self.remembered(("password_expiry", user_id), load)
 
     def update_user(self, user_id: str, changes: dict) -> User:
         changes = dict(changes)
@@ -429,7 +476,8 @@ class IdentityService:
                                               Assignment.target_id == target_id))
 
     def _revoke(self, s: Session, **match: Any) -> None:
-        s.add(RevocationEvent(issued_before=utcnow(), **match))
+        match.setdefault("issued_before", utcnow())
+        s.add(RevocationEvent(**match))
 
     def record_login(self, user_id: str, success: bool) -> None:
         with self.db.session() as s:
@@ -699,6 +747,12 @@ class IdentityService:
     def effective_role_ids(self, user_id: str, *, project_id: str | None = None,
                            domain_id: str | None = None, system: bool = False) -> set[str]:
         """Every role the user holds on the target: direct, by group, inherited, implied."""
+        return set(self.remembered(
+            ("effective", user_id, project_id, domain_id, system),
+            lambda: frozenset(self._effective_role_ids(user_id, project_id, domain_id, system))))
+
+    def _effective_role_ids(self, user_id: str, project_id: str | None, domain_id: str | None,
+                            system: bool) -> set[str]:
         with self.db.session() as s:
             grants = self._user_assignments(s, user_id)
             direct: set[str] = set()
@@ -821,11 +875,14 @@ class IdentityService:
         """id -> model object for ``include_names`` rendering."""
         model = {"role": Role, "user": User, "group": Group, "project": Project,
                  "domain": Domain}[kind]
-        ids = list(set(ids))
+        ids = sorted(set(ids))
         if not ids:
             return {}
-        with self.db.session() as s:
-            return {o.id: o for o in s.scalars(sa.select(model).where(model.id.in_(ids)))}
+
+        def load():
+            with self.db.session() as s:
+                return {o.id: o for o in s.scalars(sa.select(model).where(model.id.in_(ids)))}
+        return dict(self.remembered(("names", kind, tuple(ids)), load))
 
     def revocation_events(self, since: dt.datetime | None = None) -> list[RevocationEvent]:
         with self.db.session() as s:
