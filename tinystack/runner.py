@@ -187,7 +187,10 @@ def bind_socket(host: str, port: int, *, listen: bool = True) -> socket.socket:
     cloud is still starting waits in the backlog instead of being refused.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto must say TCP: asyncio sets TCP_NODELAY on accepted connections only
+    # for sockets made so, and without it every response waits out a 40 ms
+    # delayed ACK between its header and body writes.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6 and host == "::":
