@@ -2,10 +2,15 @@
 
 - ``json_response``: orjson-encoded responses;
 - ``read_json``: the request body parsed and validated into a pydantic model,
-  malformed JSON or a missing field becoming a ``BadRequest``;
+  malformed JSON or a missing field becoming a ``BadRequest``; ``parse_json``
+  is its first half, for bodies a service checks by hand;
 - ``ServiceApp``: a Starlette app for one service that turns ``DomainError``
   into that service's error body, everything else into a logged 500, and sets
   ``X-Openstack-Request-Id`` on every response.
+
+NUL characters are refused (400) in paths, query strings and JSON strings:
+PostgreSQL cannot store or even compare them, so they would otherwise reach
+the database as a 500.
 
 It knows nothing about tokens: ``common/context.py`` turns a token into a
 request context, and each service's ``api.py`` checks policy.
@@ -27,7 +32,8 @@ from starlette.routing import BaseRoute
 
 from tinystack.common.errors import BadRequest, DomainError
 
-__all__ = ["json_response", "read_json", "ServiceApp", "ErrorRenderer", "request_id"]
+__all__ = ["json_response", "parse_json", "read_json", "ServiceApp", "ErrorRenderer",
+           "request_id"]
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -49,15 +55,33 @@ def _describe(error: pydantic.ValidationError) -> str:
     return f"Invalid input for field '{where}': {first['msg']}"
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    return False
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body's JSON; 400 if it is not JSON or a string in it holds a NUL."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRequest("Malformed request body: it is not valid JSON.") from None
+    if _has_nul(data):
+        raise BadRequest("Invalid input: strings may not contain NUL characters.")
+    return data
+
+
 async def read_json(request: Request, model: type[M]) -> M:
     """The body as ``model``; a clear 400 for anything that is not."""
     raw = await request.body()
     if not raw:
         raise BadRequest("The request body is empty; a JSON object is required.")
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise BadRequest("Malformed request body: it is not valid JSON.") from None
+    data = parse_json(raw)
     if not isinstance(data, dict):
         raise BadRequest("The request body must be a JSON object.")
     try:
@@ -109,6 +133,12 @@ class ServiceApp:
         self.app = _RequestId(self.starlette)
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and (
+                "\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")):
+            response = self._error(400, "Bad Request",
+                                   "Invalid input: the URL may not contain NUL characters.")
+            await _RequestId(response)(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
     def _error(self, code: int, title: str, message: str, headers: dict | None = None):

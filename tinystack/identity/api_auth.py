@@ -8,13 +8,12 @@ at ``/identity`` and ``/identity/v3``.
 
 from __future__ import annotations
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from tinystack.common.errors import BadRequest, Forbidden, NotFound
-from tinystack.common.http import json_response
+from tinystack.common.http import json_response, parse_json
 from tinystack.identity.web import Handlers, no_content
 
 __all__ = ["AuthHandlers", "routes", "VERSION"]
@@ -38,10 +37,7 @@ class AuthHandlers(Handlers):
 
     async def issue(self, request: Request) -> Response:
         raw = await request.body()
-        try:
-            body = orjson.loads(raw) if raw else None
-        except orjson.JSONDecodeError:
-            raise BadRequest("Malformed request body: it is not valid JSON.") from None
+        body = parse_json(raw) if raw else None
         if not isinstance(body, dict) or not isinstance(body.get("auth"), dict):
             raise BadRequest("Invalid input for field 'auth': 'auth' is a required property")
         token_id, valid = await self.run(self.auth.authenticate, body["auth"])

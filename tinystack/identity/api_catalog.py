@@ -146,6 +146,7 @@ class CatalogHandlers(Handlers):
                                [self.v.credential(request, c) for c in found])
 
     async def create_credential(self, request: Request) -> Response:
+        await self.caller(request)  # 401 before any complaint about the body
         body = (await read_json(request, schemas.CredentialBody)).credential
         await self.enforce(request, "identity:create_credential", user_id=body.user_id)
         cred = await self.run(self.creds.create_credential, user_id=body.user_id,

@@ -159,17 +159,21 @@ class ResourceHandlers(Handlers):
                        body.original_password, body.password)
         return no_content()
 
+    async def _enforce_on_user(self, request: Request, action: str) -> str:
+        """The path's user id, once ``action`` is allowed on that user (and its domain)."""
+        await self.caller(request)
+        user = await self.run(self.identity.get_user, request.path_params["user_id"])
+        await self.enforce(request, action, user_id=user.id, domain_id=user.domain_id)
+        return user.id
+
     async def user_projects(self, request: Request) -> Response:
-        user_id = request.path_params["user_id"]
-        await self.enforce(request, "identity:list_user_projects", user_id=user_id)
-        await self.run(self.identity.get_user, user_id)
+        user_id = await self._enforce_on_user(request, "identity:list_user_projects")
         projects, _, _ = await self.run(self.identity.user_targets, user_id)
         return self.collection(request, "projects",
                                [self.v.project(request, p) for p in projects])
 
     async def user_groups(self, request: Request) -> Response:
-        user_id = request.path_params["user_id"]
-        await self.enforce(request, "identity:list_groups_for_user", user_id=user_id)
+        user_id = await self._enforce_on_user(request, "identity:list_groups_for_user")
         found = await self.run(self.identity.list_groups, user_id=user_id)
         return self.collection(request, "groups", [self.v.group(request, g) for g in found])
 
@@ -209,8 +213,14 @@ class ResourceHandlers(Handlers):
         await self.run(self.identity.delete_group, request.path_params["group_id"])
         return no_content()
 
+    async def _enforce_on_group(self, request: Request, action: str) -> None:
+        """Check ``action`` against the path's group and its domain (404 if no such group)."""
+        await self.caller(request)
+        group = await self.run(self.identity.get_group, request.path_params["group_id"])
+        await self.enforce(request, action, domain_id=group.domain_id)
+
     async def group_users(self, request: Request) -> Response:
-        await self.enforce(request, "identity:list_users_in_group")
+        await self._enforce_on_group(request, "identity:list_users_in_group")
         found = await self.run(self.identity.list_users,
                                group_id=request.path_params["group_id"])
         return self.collection(request, "users", [self.v.user(request, u) for u in found])
@@ -222,7 +232,7 @@ class ResourceHandlers(Handlers):
         return no_content()
 
     async def check_member(self, request: Request) -> Response:
-        await self.enforce(request, "identity:check_user_in_group")
+        await self._enforce_on_group(request, "identity:check_user_in_group")
         p = request.path_params
         if not await self.run(self.identity.is_member, p["group_id"], p["user_id"]):
             raise NotFound(f"Could not find user: {p['user_id']} in group {p['group_id']}.")

@@ -34,13 +34,12 @@ from tinystack.identity.models import (
     Password,
     Project,
     RevocationEvent,
-    Role,
     User,
 )
 from tinystack.identity.service import IdentityService
 from tinystack.identity.tokens import InvalidToken, KeyRepository, TokenPayload, new_audit_id
 
-__all__ = ["Authenticator", "ValidToken", "UNAUTHORIZED"]
+__all__ = ["Authenticator", "ValidToken", "UNAUTHORIZED", "check_auth_shape"]
 
 UNAUTHORIZED = "The request you have made requires authentication."
 
@@ -57,6 +56,72 @@ def _time(value: dt.datetime | None) -> str | None:
     return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _object(value: Any, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise BadRequest(f"Invalid input for field '{where}': it must be an object.")
+    return value
+
+
+def _strings(ref: dict, where: str, *keys: str) -> None:
+    for key in keys:
+        if ref.get(key) is not None and not isinstance(ref[key], str):
+            raise BadRequest(f"Invalid input for field '{where}.{key}': it must be a string.")
+
+
+def _check_ref(ref: Any, where: str, *keys: str) -> None:
+    """A user, project or domain reference: ids and names are strings."""
+    _strings(_object(ref, where), where, "id", "name", *keys)
+    if ref.get("domain") is not None:
+        _strings(_object(ref["domain"], f"{where}.domain"), f"{where}.domain", "id", "name")
+
+
+def check_auth_shape(auth: dict) -> None:
+    """The ``auth`` object's shape and types, checked before any credential is.
+
+    A malformed request is a 400 whatever its credentials, as Keystone's
+    schema makes it; the checks that need the database stay in
+    ``Authenticator``.
+    """
+    identity = auth.get("identity")
+    methods = identity.get("methods") if isinstance(identity, dict) else None
+    if not isinstance(methods, list) or not methods \
+            or not all(isinstance(m, str) for m in methods):
+        raise BadRequest("Invalid input for field 'identity': 'methods' is a required "
+                         "property")
+    if identity.get("password") is not None:
+        block = _object(identity["password"], "identity.password")
+        if block.get("user") is not None:
+            _check_ref(block["user"], "password.user", "password")
+    if identity.get("token") is not None:
+        _strings(_object(identity["token"], "identity.token"), "token", "id")
+    if identity.get("application_credential") is not None:
+        block = _object(identity["application_credential"], "identity.application_credential")
+        _strings(block, "application_credential", "id", "name", "secret")
+        if block.get("user") is not None:
+            _check_ref(block["user"], "application_credential.user")
+    scope = auth.get("scope")
+    if scope in (None, "unscoped") or scope == {}:
+        return
+    if not isinstance(scope, dict) or len(scope) != 1:
+        raise BadRequest("Invalid input for field 'scope': exactly one of project, domain "
+                         "or system is expected.")
+    kind, ref = next(iter(scope.items()))
+    if kind == "system":
+        if _object(ref, "scope.system").get("all") is not True:
+            raise BadRequest("Invalid input for field 'scope.system': only "
+                             "{\"all\": true} is supported.")
+    elif kind in ("project", "domain"):
+        _check_ref(ref, f"scope.{kind}")
+        domain = ref.get("domain") or {}
+        if kind == "project" and not ref.get("id") and not (
+                ref.get("name") and (domain.get("id") or domain.get("name"))):
+            raise BadRequest("Expecting to find domain in project. The server could not "
+                             "comply with the request since it is either malformed or "
+                             "otherwise incorrect. The client is assumed to be in error.")
+    else:
+        raise BadRequest(f"Invalid input for field 'scope': unknown scope '{kind}'.")
+
+
 @dataclass
 class ValidToken:
     """A token that passed every check, with everything its body shows."""
@@ -70,6 +135,7 @@ class ValidToken:
     application_credential: dict | None = None
     password_expires_at: dt.datetime | None = None
     generation: int = -1
+    key_version: int = -1
     rendered: dict = field(default_factory=dict)
 
     @property
@@ -140,11 +206,8 @@ class Authenticator:
 
     def authenticate(self, auth: dict) -> tuple[str, ValidToken]:
         """Check the ``auth`` object of POST /v3/auth/tokens and issue a token."""
-        identity = auth.get("identity")
-        if not isinstance(identity, dict) or not isinstance(identity.get("methods"), list) \
-                or not identity["methods"]:
-            raise BadRequest("Invalid input for field 'identity': 'methods' is a required "
-                             "property")
+        check_auth_shape(auth)
+        identity = auth["identity"]
         methods = identity["methods"]
         scope = auth.get("scope")
         now = utcnow()
@@ -165,7 +228,8 @@ class Authenticator:
             user = self._user(op.user_id)
             project_id, domain_id, system = self._scope(user, scope, now)
             payload = TokenPayload(
-                user_id=user.id, methods=op.methods, expires_at=op.expires_at, issued_at=now,
+                user_id=user.id, methods=tuple(dict.fromkeys(("token", *op.methods))),
+                expires_at=op.expires_at, issued_at=now,
                 audit_ids=(new_audit_id(), op.audit_ids[-1]), project_id=project_id,
                 domain_id=domain_id, system=system)
         elif "password" in methods:
@@ -178,7 +242,10 @@ class Authenticator:
         else:
             raise _fail()
         token_id = self.keys.encode(payload)
-        return token_id, self.validate(token_id)
+        try:
+            return token_id, self.validate(token_id)
+        except NotFound:  # e.g. an application credential's user lost every role it has
+            raise _fail() from None
 
     def _expiry(self, now: dt.datetime, limit: dt.datetime | None) -> dt.datetime:
         expires = now + dt.timedelta(seconds=self.conf.token_expiration)
@@ -338,11 +405,19 @@ class Authenticator:
     def cached(self, token_id: str, allow_expired: bool = False) -> ValidToken | None:
         """The cached answer for a token still valid now, or None: no I/O, no locks."""
         hit = self._cache.get(token_id)
-        if hit is None or hit.generation != self.identity.generation:
+        if hit is None or hit.generation != self.identity.generation \
+                or hit.key_version != self.keys.version:
             return None
-        if hit.payload.expires_at <= utcnow() and not allow_expired:
+        if not self._in_time(hit.payload, utcnow(), allow_expired):
             return None
         return hit
+
+    def _in_time(self, payload: TokenPayload, now: dt.datetime, allow_expired: bool) -> bool:
+        """Not expired, or expired within the window ``allow_expired`` opens."""
+        if payload.expires_at > now:
+            return True
+        window = dt.timedelta(seconds=self.conf.allow_expired_window)
+        return allow_expired and payload.expires_at + window > now
 
     def _sync_revocations(self) -> None:
         generation = self.identity.generation
@@ -361,24 +436,22 @@ class Authenticator:
         hit = self.cached(token_id, allow_expired)
         if hit is not None:
             return hit
-        generation = self.identity.generation
+        generation, key_version = self.identity.generation, self.keys.version
         not_found = NotFound(f"Could not find token: {token_id[:32]}.")
         try:
             payload = self.keys.decode(token_id)
         except InvalidToken:
             raise not_found from None
         now = utcnow()
-        if payload.expires_at <= now:
-            window = dt.timedelta(seconds=self.conf.allow_expired_window)
-            if not allow_expired or payload.expires_at + window <= now:
-                raise not_found
+        if not self._in_time(payload, now, allow_expired):
+            raise not_found
         self._sync_revocations()
         if self._revocations.revoked(payload):
             raise not_found
         valid = self._resolve(token_id, payload, now)
         if valid is None:
             raise not_found
-        valid.generation = generation
+        valid.generation, valid.key_version = generation, key_version
         if len(self._cache) > 50_000:
             self._cache.clear()
         self._cache[token_id] = valid

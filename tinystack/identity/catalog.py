@@ -180,6 +180,9 @@ class CatalogService:
                 raise NotFound(f"Could not find endpoint: {endpoint_id}.")
             if "service_id" in changes and s.get(Service, changes["service_id"]) is None:
                 raise NotFound(f"Could not find service: {changes['service_id']}.")
+            region_id = changes.get("region_id")
+            if region_id and s.get(Region, region_id) is None:
+                raise NotFound(f"Could not find region: {region_id}.")
             self.identity._apply(endpoint, changes,
                                  ("service_id", "interface", "url", "region_id", "enabled"))
         self.identity.changed()

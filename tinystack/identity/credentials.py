@@ -35,6 +35,18 @@ def ec2_credential_id(access: str) -> str:
     return hashlib.sha256(access.encode()).hexdigest()
 
 
+def _ec2_access(blob: str) -> str:
+    """The access key of an ec2 credential's blob; 400 if the blob has none."""
+    try:
+        access = orjson.loads(blob)["access"]
+        if not isinstance(access, str) or not access:
+            raise TypeError(access)
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        raise BadRequest("Invalid blob in credential: an ec2 credential's blob is a "
+                         "JSON object with 'access' and 'secret'.") from None
+    return access
+
+
 class CredentialService:
     def __init__(self, identity: IdentityService, keys: KeyRepository):
         self.identity = identity
@@ -142,11 +154,7 @@ class CredentialService:
                           project_id: str | None = None, extra: dict | None = None) -> dict:
         cred_id = new_id()
         if type == "ec2":
-            try:
-                access = orjson.loads(blob)["access"]
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                raise BadRequest("Invalid blob in credential: an ec2 credential's blob is a "
-                                 "JSON object with 'access' and 'secret'.") from None
+            access = _ec2_access(blob)
             if not project_id:
                 raise BadRequest("Invalid input for field 'project_id': an ec2 credential "
                                  "needs a project.")
@@ -183,6 +191,14 @@ class CredentialService:
             cred = s.get(Credential, cred_id)
             if cred is None:
                 raise NotFound(f"Could not find credential: {cred_id}.")
+            if "user_id" in changes and s.get(User, changes["user_id"]) is None:
+                raise NotFound(f"Could not find user: {changes['user_id']}.")
+            if changes.get("type", cred.type) == "ec2" and ("blob" in changes
+                                                            or "type" in changes):
+                blob = changes.get("blob", self._open(cred.encrypted_blob))
+                if ec2_credential_id(_ec2_access(blob)) != cred.id:
+                    raise BadRequest("Invalid blob in credential: an ec2 credential's access "
+                                     "key is its id and cannot change.")
             if "blob" in changes:
                 cred.encrypted_blob = self._seal(changes["blob"])
             for key in ("type", "project_id", "user_id"):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tinystack.common.db import Base, new_id, utcnow
@@ -40,6 +41,8 @@ __all__ = [
 
 ID = sa.String(64)
 NAME = sa.String(255)
+PRECISE_TIME = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+"""A timestamp kept to the microsecond everywhere: MariaDB's plain DATETIME drops them."""
 
 
 class Domain(Base):
@@ -226,5 +229,5 @@ class RevocationEvent(Base):
     domain_id: Mapped[str | None] = mapped_column(ID)
     role_id: Mapped[str | None] = mapped_column(ID)
     application_credential_id: Mapped[str | None] = mapped_column(ID)
-    issued_before: Mapped[dt.datetime]
+    issued_before: Mapped[dt.datetime] = mapped_column(PRECISE_TIME)
     revoked_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)

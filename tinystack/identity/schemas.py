@@ -2,15 +2,17 @@
 
 Unknown attributes are kept (Keystone stores them as extras and returns
 them); wrong types and missing required fields become a 400 naming the
-field, via ``common.http.read_json``.
+field, via ``common.http.read_json``. Strings stored in a column of bounded
+width are bounded here too, and an update may not set to ``null`` what the
+database cannot hold as null (a ``null`` description becomes empty).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, model_validator
 
 __all__ = [
     "DomainBody", "DomainPatch", "ProjectBody", "ProjectPatch", "UserBody", "UserPatch",
@@ -22,9 +24,34 @@ __all__ = [
 Name = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=255,
                                         strip_whitespace=False)]
 Text = Annotated[str | None, Field(default=None)]
+Id = Annotated[str, StringConstraints(max_length=64)]
+"""A reference to a row by id (ids are at most 64 characters)."""
+Label = Annotated[str, StringConstraints(max_length=255)]
+"""A free string kept in a 255-character column (a region id, a service name)."""
 
 
 class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _Patch(BaseModel):
+    """An update: absent fields stay; ``NOT_NULL`` ones may not be set to null."""
+
+    NOT_NULL: ClassVar[tuple[str, ...]] = ()
+    EMPTY_IF_NULL: ClassVar[tuple[str, ...]] = ("description",)
+
+    @model_validator(mode="after")
+    def _nulls(self):
+        for name in self.NOT_NULL:
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"'{name}' may not be null")
+        for name in self.EMPTY_IF_NULL:
+            if name in self.model_fields_set and getattr(self, name, "") is None:
+                setattr(self, name, "")
+        return self
+
+
+class _OpenPatch(_Patch):
     model_config = ConfigDict(extra="allow")
 
 
@@ -34,7 +61,8 @@ class Domain(_Open):
     enabled: StrictBool = True
 
 
-class DomainPatchFields(_Open):
+class DomainPatchFields(_OpenPatch):
+    NOT_NULL = ("name", "enabled")
     name: Name | None = None
     description: str | None = None
     enabled: StrictBool | None = None
@@ -58,7 +86,8 @@ class Project(_Open):
     tags: list[str] = []
 
 
-class ProjectPatchFields(_Open):
+class ProjectPatchFields(_OpenPatch):
+    NOT_NULL = ("name", "enabled", "tags")
     name: Name | None = None
     description: str | None = None
     enabled: StrictBool | None = None
@@ -78,15 +107,16 @@ class User(_Open):
     domain_id: str | None = None
     password: str | None = None
     enabled: StrictBool = True
-    default_project_id: str | None = None
+    default_project_id: Id | None = None
     options: dict[str, Any] = {}
 
 
-class UserPatchFields(_Open):
+class UserPatchFields(_OpenPatch):
+    NOT_NULL = ("name", "enabled")
     name: Name | None = None
     password: str | None = None
     enabled: StrictBool | None = None
-    default_project_id: str | None = None
+    default_project_id: Id | None = None
     options: dict[str, Any] | None = None
 
 
@@ -113,7 +143,8 @@ class Group(BaseModel):
     description: str | None = ""
 
 
-class GroupPatchFields(BaseModel):
+class GroupPatchFields(_Patch):
+    NOT_NULL = ("name",)
     name: Name | None = None
     description: str | None = None
     domain_id: str | None = None
@@ -134,7 +165,8 @@ class Role(BaseModel):
     options: dict[str, Any] = {}
 
 
-class RolePatchFields(BaseModel):
+class RolePatchFields(_Patch):
+    NOT_NULL = ("name", "options")
     name: Name | None = None
     description: str | None = None
     options: dict[str, Any] | None = None
@@ -149,7 +181,7 @@ class RolePatch(BaseModel):
 
 
 class Region(_Open):
-    id: str | None = None
+    id: Label | None = None
     description: str | None = ""
     parent_region_id: str | None = None
 
@@ -158,7 +190,7 @@ class RegionBody(BaseModel):
     region: Region
 
 
-class RegionPatchFields(_Open):
+class RegionPatchFields(_OpenPatch):
     description: str | None = None
     parent_region_id: str | None = None
 
@@ -169,14 +201,16 @@ class RegionPatch(BaseModel):
 
 class Service(_Open):
     type: Name
-    name: str | None = ""
+    name: Label | None = ""
     description: str | None = ""
     enabled: StrictBool = True
 
 
-class ServicePatchFields(_Open):
+class ServicePatchFields(_OpenPatch):
+    NOT_NULL = ("type", "enabled")
+    EMPTY_IF_NULL = ("description", "name")
     type: Name | None = None
-    name: str | None = None
+    name: Label | None = None
     description: str | None = None
     enabled: StrictBool | None = None
 
@@ -193,16 +227,17 @@ class Endpoint(_Open):
     service_id: str
     interface: str
     url: Annotated[str, StringConstraints(min_length=1)]
-    region_id: str | None = None
-    region: str | None = None
+    region_id: Label | None = None
+    region: Label | None = None
     enabled: StrictBool = True
 
 
-class EndpointPatchFields(_Open):
+class EndpointPatchFields(_OpenPatch):
+    NOT_NULL = ("service_id", "interface", "url", "enabled")
     service_id: str | None = None
     interface: str | None = None
-    url: str | None = None
-    region_id: str | None = None
+    url: Annotated[str, StringConstraints(min_length=1)] | None = None
+    region_id: Label | None = None
     enabled: StrictBool | None = None
 
 
@@ -215,17 +250,18 @@ class EndpointPatch(BaseModel):
 
 
 class Credential(_Open):
-    user_id: str
+    user_id: Id
     type: Name
     blob: str
-    project_id: str | None = None
+    project_id: Id | None = None
 
 
-class CredentialPatchFields(BaseModel):
-    user_id: str | None = None
-    type: str | None = None
+class CredentialPatchFields(_Patch):
+    NOT_NULL = ("user_id", "type", "blob")
+    user_id: Id | None = None
+    type: Name | None = None
     blob: str | None = None
-    project_id: str | None = None
+    project_id: Id | None = None
 
 
 class CredentialBody(BaseModel):

@@ -607,6 +607,13 @@ class IdentityService:
             role = self._get(s, Role, "role", role_id)
             if (role.options or {}).get("immutable") and set(changes) - {"options"}:
                 raise Forbidden(f"Cannot modify the immutable role {role_id}.")
+            name = changes.get("name")
+            if name and name != role.name and s.scalar(sa.select(Role.id).where(
+                    Role.name == name, Role.domain_id.is_(None) if role.domain_id is None
+                    else Role.domain_id == role.domain_id)):
+                # the unique key does not see it: NULL domain ids never clash in SQL
+                raise Conflict("Conflict occurred attempting to store role - Duplicate entry "
+                               f"found with name {name}.")
             for key in ("name", "description", "options"):
                 if key in changes:
                     setattr(role, key, changes[key])

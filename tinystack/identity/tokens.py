@@ -88,6 +88,8 @@ class KeyRepository:
         self.directory = directory
         self.max_active_keys = max(2, max_active_keys)
         self._fernet: MultiFernet | None = None
+        self.version = 0
+        """Bumped whenever the key set changes, so cached validations can be dropped."""
 
     def _keys(self) -> dict[int, bytes]:
         keys = {}
@@ -110,6 +112,7 @@ class KeyRepository:
             self._write(0, Fernet.generate_key())
             self._write(1, Fernet.generate_key())
         self._fernet = None
+        self.version += 1
 
     def rotate(self) -> int:
         """Promote the staged key to primary, stage a new one, drop the oldest.
@@ -124,6 +127,7 @@ class KeyRepository:
         for old in keep[: max(0, len(keep) - (self.max_active_keys - 1))]:
             (self.directory / str(old)).unlink()
         self._fernet = None
+        self.version += 1
         return primary
 
     @property

@@ -7,6 +7,7 @@ Create Date: 2026-11-26 11:28:04.235881
 
 from alembic import op
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 
 revision = '0001'
@@ -41,7 +42,7 @@ def upgrade() -> None:
     sa.Column('domain_id', sa.String(length=64), nullable=True),
     sa.Column('role_id', sa.String(length=64), nullable=True),
     sa.Column('application_credential_id', sa.String(length=64), nullable=True),
-    sa.Column('issued_before', sa.DateTime(), nullable=False),
+    sa.Column('issued_before', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mysql', 'mariadb'), nullable=False),
     sa.Column('revoked_at', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_identity_revocation_events'))
     )
