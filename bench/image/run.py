@@ -1,0 +1,416 @@
+#!/usr/bin/env python3
+"""Image benchmark: a 1 GiB image up and down the image API, beside a plain file copy.
+
+    python bench/image/run.py                 # 1 GiB, 3 rounds, then the table
+    python bench/image/run.py --size-mib 256 --rounds 5
+
+Starts its own tinystack (``tinystack up -d --data-dir DIR --port P``, DIR
+under ``bench/.ref/image``), makes a file of random bytes, and in every round
+measures, one after the other:
+
+- **copy**: the same file copied to another file and fsynced (the physical
+  limit of moving those bytes on this machine: what ``cp`` + ``sync`` does);
+- **hash**: MD5 and SHA-512 of the file, in two threads at once (what any
+  Glance-compatible upload must compute; from the page cache, no writing);
+- **upload**: ``PUT /v2/images/{id}/file`` of the file (sent with
+  ``sendfile``, so the client costs little CPU), until the 204, which comes
+  after the server has hashed, written and fsynced it;
+- **download**: ``GET /v2/images/{id}/file`` into another file, fsynced.
+
+The server's resident memory is sampled every 20 ms during the transfers.
+Prints the figures side by side, with the ratio to the plain copy (target:
+at least 70% both ways) and, for the upload, to the hashing floor. See
+bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import hashlib
+import http.client
+import json
+import os
+import queue
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+BENCH_DIR = Path(__file__).resolve().parent.parent
+REPO = BENCH_DIR.parent
+WORK = BENCH_DIR / ".ref" / "image"
+MIB = 1024 * 1024
+BLOCK = 4 * MIB
+TARGET = 0.70
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tinystack_bin() -> list[str]:
+    script = Path(sys.executable).parent / "tinystack"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "tinystack"]
+
+
+# -- the server ---------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    data_dir: Path
+    port: int
+    env: dict
+    pid: int = 0
+    token: str = ""
+
+    def start(self) -> None:
+        argv = [*tinystack_bin(), "up", "-d", "--data-dir", str(self.data_dir), "--port",
+                str(self.port), "--clouds-yaml", str(self.data_dir / "clouds.yaml")]
+        done = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=180,
+                              stdin=subprocess.DEVNULL)
+        if done.returncode != 0:
+            raise SystemExit(f"tinystack up failed:\n{done.stdout}\n{done.stderr}")
+        self.pid = int((self.data_dir / "tinystack.pid").read_text().split()[0])
+        password = yaml.safe_load((self.data_dir / "credentials.yaml").read_text())["admin"]
+        body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+            "name": "admin", "domain": {"id": "default"}, "password": password}}},
+            "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}}
+        status, headers, _ = self.call("POST", "/identity/v3/auth/tokens", body, auth=False)
+        assert status == 201, status
+        self.token = headers["x-subject-token"]
+
+    def stop(self) -> None:
+        subprocess.run([*tinystack_bin(), "down", "--data-dir", str(self.data_dir)],
+                       env=self.env, capture_output=True, timeout=120)
+
+    def call(self, method: str, path: str, body=None, auth: bool = True):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
+        headers = {"Content-Type": "application/json"}
+        if auth:
+            headers["X-Auth-Token"] = self.token
+        conn.request(method, path, body=json.dumps(body) if body is not None else None,
+                     headers=headers)
+        response = conn.getresponse()
+        payload = response.read()
+        conn.close()
+        return (response.status, {k.lower(): v for k, v in response.getheaders()},
+                json.loads(payload) if payload else None)
+
+    def rss(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+
+def own_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+class CPU:
+    """CPU seconds the server and this process spend inside the block (noise-proof work)."""
+
+    def __init__(self, server: Server | None = None):
+        self.server, self.seconds = server, 0.0
+
+    def _now(self) -> float:
+        total = own_cpu()
+        if self.server is not None:
+            fields = Path(f"/proc/{self.server.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
+    def __enter__(self) -> CPU:
+        self._start = self._now()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = self._now() - self._start
+
+
+class PeakRSS:
+    """Samples the server's RSS every 20 ms while in use; ``peak`` is the largest seen."""
+
+    def __init__(self, server: Server):
+        self.server, self.peak = server, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.server.rss())
+            self._stop.wait(0.02)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.server.rss())
+
+
+# -- the measures -------------------------------------------------------------------
+
+
+def make_source(path: Path, size: int) -> str:
+    """A file of random bytes; its SHA-512."""
+    digest = hashlib.sha512()
+    with open(path, "wb") as handle:
+        left = size
+        while left:
+            block = os.urandom(min(BLOCK, left))
+            handle.write(block)
+            digest.update(block)
+            left -= len(block)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return digest.hexdigest()
+
+
+def timed_copy(source: Path, target: Path) -> float:
+    started = time.perf_counter()
+    shutil.copyfile(source, target)
+    with open(target, "rb+") as handle:
+        os.fsync(handle.fileno())
+    elapsed = time.perf_counter() - started
+    target.unlink()
+    return elapsed
+
+
+def timed_hash(source: Path) -> float:
+    """MD5 and SHA-512 of the file at once, each in its own thread, as the server does."""
+    def one(name: str) -> str:
+        hasher = hashlib.new(name)
+        with open(source, "rb", buffering=0) as handle:
+            while block := handle.read(BLOCK):
+                hasher.update(block)
+        return hasher.hexdigest()
+
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        list(pool.map(one, ("md5", "sha512")))
+    return time.perf_counter() - started
+
+
+def _read_head(sock: socket.socket) -> tuple[int, dict, bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, rest
+
+
+def timed_upload(server: Server, source: Path, size: int) -> tuple[float, str]:
+    """PUT the file (sendfile); seconds until the answer, and the new image's id."""
+    status, _, image = server.call("POST", "/image/v2/images", {
+        "name": "bench", "disk_format": "raw", "container_format": "bare"})
+    assert status == 201, status
+    path = f"/image/v2/images/{image['id']}/file"
+    with socket.create_connection(("127.0.0.1", server.port)) as sock, open(source, "rb") as f:
+        started = time.perf_counter()
+        sock.sendall((f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+                      f"X-Auth-Token: {server.token}\r\nContent-Type: application/octet-stream"
+                      f"\r\nContent-Length: {size}\r\n\r\n").encode())
+        sock.sendfile(f)
+        status, _, _ = _read_head(sock)
+        elapsed = time.perf_counter() - started
+    assert status == 204, status
+    return elapsed, image["id"]
+
+
+def timed_download(server: Server, image_id: str, target: Path, size: int) -> float:
+    """GET into a file: one thread receives into a ring of buffers, another writes them out,
+    so the client keeps up with the server (the upload's client is ``sendfile``)."""
+    path = f"/image/v2/images/{image_id}/file"
+    ring = [bytearray(BLOCK) for _ in range(4)]
+    free: queue.Queue = queue.Queue()
+    full: queue.Queue = queue.Queue()
+    for buffer in ring:
+        free.put(buffer)
+
+    def write_out(out) -> None:
+        while (item := full.get()) is not None:
+            buffer, length = item
+            out.write(memoryview(buffer)[:length])
+            free.put(buffer)
+
+    with socket.create_connection(("127.0.0.1", server.port)) as sock, \
+            open(target, "wb", buffering=0) as out:
+        writer = threading.Thread(target=write_out, args=(out,))
+        started = time.perf_counter()
+        writer.start()
+        try:
+            sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+                          f"X-Auth-Token: {server.token}\r\n\r\n").encode())
+            status, headers, rest = _read_head(sock)
+            assert status == 200 and int(headers["content-length"]) == size, (status, headers)
+            out.write(rest)
+            left = size - len(rest)
+            while left:
+                buffer = free.get()
+                view, filled = memoryview(buffer), 0
+                while filled < len(buffer) and left:
+                    got = sock.recv_into(view[filled:filled + min(len(buffer) - filled, left)])
+                    if not got:
+                        raise ConnectionError("download ended early")
+                    filled += got
+                    left -= got
+                full.put((buffer, filled))
+        finally:
+            full.put(None)
+            writer.join()
+        os.fsync(out.fileno())
+        return time.perf_counter() - started
+
+
+def sha512_of(path: Path) -> str:
+    digest = hashlib.sha512()
+    with open(path, "rb", buffering=0) as handle:
+        while block := handle.read(BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# -- the run --------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    size: int
+    copy: list[float] = field(default_factory=list)
+    hash: list[float] = field(default_factory=list)
+    upload: list[float] = field(default_factory=list)
+    download: list[float] = field(default_factory=list)
+    cpu: dict[str, list[float]] = field(default_factory=lambda: {
+        "copy": [], "hash": [], "upload": [], "download": []})
+    rss_idle: int = 0
+    rss_upload: int = 0
+    rss_download: int = 0
+
+    def rate(self, name: str) -> float:
+        """MiB/s of the median round."""
+        return self.size / MIB / statistics.median(getattr(self, name))
+
+
+def run(args) -> Results:
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    size = args.size_mib * MIB
+    source, copy_target, download_target = WORK / "source.raw", WORK / "copy.raw", WORK / "down.raw"
+    log(f"writing {args.size_mib} MiB of random bytes to {source}")
+    source_sha512 = make_source(source, size)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "TINYSTACK_"))}
+    env.update(TINYSTACK_IMAGE__DEFAULT_IMAGE="false", TINYSTACK_LOG_LEVEL="warning")
+    server = Server(WORK / "data", args.port or free_port(), env)
+    log(f"starting tinystack on port {server.port}")
+    server.start()
+    results = Results(size=size)
+    try:
+        results.rss_idle = server.rss()
+        for round_number in range(1, args.rounds + 1):
+            with CPU() as cpu:
+                results.copy.append(timed_copy(source, copy_target))
+            results.cpu["copy"].append(cpu.seconds)
+            with CPU() as cpu:
+                results.hash.append(timed_hash(source))
+            results.cpu["hash"].append(cpu.seconds)
+            with PeakRSS(server) as peak, CPU(server) as cpu:
+                elapsed, image_id = timed_upload(server, source, size)
+            results.upload.append(elapsed)
+            results.cpu["upload"].append(cpu.seconds)
+            results.rss_upload = max(results.rss_upload, peak.peak)
+            _, _, image = server.call("GET", f"/image/v2/images/{image_id}")
+            assert image["os_hash_value"] == source_sha512, "the server hashed other bytes"
+            with PeakRSS(server) as peak, CPU(server) as cpu:
+                results.download.append(timed_download(server, image_id, download_target,
+                                                        size))
+            results.cpu["download"].append(cpu.seconds)
+            results.rss_download = max(results.rss_download, peak.peak)
+            if round_number == 1:
+                assert sha512_of(download_target) == source_sha512, "downloaded other bytes"
+            download_target.unlink()
+            server.call("DELETE", f"/image/v2/images/{image_id}")
+            log(f"round {round_number}: copy {results.copy[-1]:.2f} s, hash "
+                f"{results.hash[-1]:.2f} s, upload {results.upload[-1]:.2f} s, download "
+                f"{results.download[-1]:.2f} s")
+    finally:
+        server.stop()
+        if not args.keep:
+            shutil.rmtree(WORK, ignore_errors=True)
+    return results
+
+
+def table(r: Results, rounds: int) -> str:
+    copy = r.rate("copy")
+    rows = [
+        ("plain copy + fsync", "copy", "100%", ""),
+        ("MD5 + SHA-512 of the file", "hash", f"{r.rate('hash') / copy:.0%}",
+         "what an upload must compute"),
+        ("upload   PUT /file", "upload", f"{r.rate('upload') / copy:.0%}",
+         f"{r.rate('upload') / r.rate('hash'):.0%} of the hashing rate"),
+        ("download GET /file + fsync", "download", f"{r.rate('download') / copy:.0%}", ""),
+    ]
+    lines = [f"image bench: {r.size // MIB} MiB of random bytes, median of {rounds} rounds "
+             f"(min-max seconds)", "",
+             f"{'':28} {'MiB/s':>7} {'seconds':>17} {'vs copy':>8} {'CPU s':>6}"]
+    for name, key, ratio, note in rows:
+        times = getattr(r, key)
+        spread = f"{statistics.median(times):.2f} ({min(times):.2f}-{max(times):.2f})"
+        rate = r.size / MIB / statistics.median(times)
+        cpu = statistics.median(r.cpu[key])
+        lines.append(f"{name:28} {rate:7.0f} {spread:>17} {ratio:>8} {cpu:6.2f}  "
+                     f"{note}".rstrip())
+    lines += ["CPU s: seconds of CPU used, by this process and (upload, download) the server",
+              "",
+              f"server RSS: idle {r.rss_idle / MIB:.0f} MiB, peak during uploads "
+              f"{r.rss_upload / MIB:.0f} MiB, during downloads {r.rss_download / MIB:.0f} MiB",
+              "",
+              f"target >= {TARGET:.0%} of the plain copy: upload "
+              f"{'met' if r.rate('upload') >= TARGET * copy else 'MISSED'}, download "
+              f"{'met' if r.rate('download') >= TARGET * copy else 'MISSED'}"]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--port", type=int, default=0, help="default: a free port")
+    parser.add_argument("--keep", action="store_true", help="keep bench/.ref/image afterwards")
+    parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    args = parser.parse_args()
+    load = os.getloadavg()[0]
+    if load > 1:
+        log(f"load average is {load:.1f}: the figures will be noisy")
+    results = run(args)
+    print(table(results, args.rounds))
+    if args.json:
+        args.json.write_text(json.dumps(results.__dict__, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
