@@ -1,0 +1,1 @@
+"""In-memory fakes of the driver interfaces, for unit and functional tests."""
