@@ -14,7 +14,17 @@ agents own the Linux machinery of their node. They meet only here:
   on start returns every spec for that agent (``AgentState``), so a restarted
   agent converges without waiting; ``cast("report_port", report=PortReport)``
   once a port is wired; ``cast("report_agent", report=AgentReport)`` as a
-  heartbeat (os-agents ``alive``).
+  heartbeat (os-agents ``alive``); ``cast("report_dhcp", report=DhcpReport)``
+  once a network's DHCP server serves a revision (Neutron's DHCP provisioning
+  block: a port can get its address); ``cast("report_router",
+  report=RouterReport)`` once a router revision is in place, with each
+  floating IP's status.
+- metadata proxy -> ``network-server``: ``call("port_by_address",
+  network_id=..., ip_address=...)`` returns ``{"port_id", "device_id",
+  "device_owner", "project_id"}`` of the port holding that fixed address on
+  that network, or None. The proxy asks only when its own specs
+  (``DhcpHost.device_id``/``project_id``, router interfaces) cannot name the
+  guest, e.g. a request through a router namespace.
 
 Every spec carries a ``revision``: an agent never applies an older one over a
 newer one. Messages change additively (new fields get defaults; receivers
@@ -52,6 +62,8 @@ __all__ = [
     "FloatingIpSpec",
     "RouterSpec",
     "PortReport",
+    "DhcpReport",
+    "RouterReport",
     "AgentReport",
     "AgentState",
 ]
@@ -132,6 +144,11 @@ class PortSpec(_Message):
     allowed_address_pairs: list[dict] = Field(default_factory=list)
     security_rules: list[SecurityRule] = Field(default_factory=list)
     deleted: bool = False
+    device_id: str = ""
+    """What the port is attached to: a server id for ``compute:*`` owners, a router id
+    for router ports (added for the metadata proxy and for logs)."""
+    host: str = ""
+    """``binding:host_id``: the node this spec is for."""
 
 
 class DhcpSubnet(_Message):
@@ -151,6 +168,14 @@ class DhcpHost(_Message):
     mac: str
     ip_address: str
     hostname: str
+    subnet_id: str = ""
+    """The subnet ``ip_address`` belongs to."""
+    device_id: str = ""
+    """The server (or router) behind the port: the metadata proxy names the instance
+    by it, as Neutron's metadata agent does from the port it finds."""
+    device_owner: str = ""
+    project_id: str = ""
+    """The port's project (the metadata proxy's ``X-Tenant-ID``)."""
 
 
 class DhcpSpec(_Message):
@@ -202,6 +227,30 @@ class PortReport(_Message):
     host: str
     revision: int
     status: Literal["ACTIVE", "DOWN", "BUILD", "ERROR"]
+    detail: str = ""
+
+
+class DhcpReport(_Message):
+    """A DHCP agent applied (or failed) revision ``revision`` of a network's ``DhcpSpec``."""
+
+    network_id: str
+    host: str
+    revision: int
+    status: Literal["ACTIVE", "ERROR"] = "ACTIVE"
+    port_ids: list[str] = Field(default_factory=list)
+    """Ports whose address the server now hands out (the spec's hosts)."""
+    detail: str = ""
+
+
+class RouterReport(_Message):
+    """An L3 agent applied (or failed) revision ``revision`` of a ``RouterSpec``."""
+
+    router_id: str
+    host: str
+    revision: int
+    status: Literal["ACTIVE", "ERROR"] = "ACTIVE"
+    floating_ips: dict[str, str] = Field(default_factory=dict)
+    """Floating IP id -> "ACTIVE" (NAT in place) or "ERROR"."""
     detail: str = ""
 
 

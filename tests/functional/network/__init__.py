@@ -1,0 +1,1 @@
+"""Tests of the network service: the Neutron API over ASGI, and the specs agents are sent."""
