@@ -1,4 +1,4 @@
-"""The ``tinystack`` command: ``up`` (foreground or ``-d``), ``down`` and ``status``.
+"""The ``tinystack`` command: ``up`` (foreground or ``-d``), ``down``, ``status``, ``image build``.
 
 This module parses arguments, builds the settings with ``config.load`` and
 says what happened in words; the process mechanics (pid file, liveness,
@@ -76,9 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     image_commands = image.add_subparsers(dest="image_command", metavar="ACTION", required=True)
     build = image_commands.add_parser(
         "build", parents=[where], help="build the default guest image (cached)",
-        description="Build the guest image `tiny` from Debian packages into DATA_DIR/guest, "
-        "or find it there if it is built already.")
-    build.add_argument("--cache-dir", type=Path, metavar="DIR", help="default: DATA_DIR/guest")
+        description="Build the guest image `tiny` from Debian packages into the guest cache "
+        "the image service uploads it from, or find it there if it is built already.")
+    build.add_argument("--cache-dir", type=Path, metavar="DIR",
+                       help="default: the image.guest_cache_dir setting, else ~/.cache/tinystack/guest")
     build.add_argument("--quiet", action="store_true", help="no progress display")
     return parser
 
@@ -324,9 +325,10 @@ def _print_status_table(url: str, pid: int | None, code: int, body: dict) -> Non
 
 
 def _image(args: argparse.Namespace, settings) -> int:
+    from tinystack.image.default_image import guest_cache_dir
     from tinystack.image.guest import GuestBuildError, build_guest_image
 
-    cache_dir = _absolute(args.cache_dir) or settings.data_dir / "guest"
+    cache_dir = _absolute(args.cache_dir) or guest_cache_dir(settings)
     try:
         image = build_guest_image(cache_dir, progress=not args.quiet)
     except GuestBuildError as exc:

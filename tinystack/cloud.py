@@ -32,8 +32,13 @@ log = logging.getLogger(__name__)
 
 # name -> "module:Class" of each API the controller serves besides identity. A
 # component takes (settings, db, bus, token_check) and offers catalog_entry,
-# asgi, start() and stop().
-CONTROLLER_SERVICES: list[tuple[str, str]] = []
+# asgi, start() and stop(); optionally ``mounts`` ({prefix: app}) for apps
+# served outside its catalog prefix (compute's metadata service at /metadata).
+CONTROLLER_SERVICES: list[tuple[str, str]] = [
+    ("image", "tinystack.image:ImageComponent"),
+    ("compute", "tinystack.compute:ComputeComponent"),
+    ("network", "tinystack.network:NetworkComponent"),
+]
 
 
 class _BarePrefix:
@@ -53,6 +58,8 @@ class Cloud:
         self.db: Database | None = None
         self.bus: busmod.Bus | None = None
         self.services: dict[str, Any] = {}
+        self.agents: dict[str, Any] = {}
+        """Node agents (start, stop, health), e.g. the compute agent on a compute node."""
         self.catalog: list[CatalogEntry] = []
         self._mounts: list[Mount] = []
         self.asgi = Starlette(routes=[Route("/healthcheck", self._healthcheck)])
@@ -67,6 +74,17 @@ class Cloud:
             self.db = Database(settings.db_url)
             await asyncio.to_thread(upgrade, self.db)
             await self._start_controller()
+        if "compute" in settings.roles:
+            from tinystack.compute.node import ComputeNode
+
+            self.agents["compute"] = ComputeNode(settings, self.bus)
+            await self.agents["compute"].start()
+        if {"compute", "network"} & set(settings.roles):
+            from tinystack.network.agents.node import node_components
+
+            for name, component in node_components(settings, self.bus).items():
+                self.agents[name] = component
+                await component.start()
         self.asgi.router.routes.extend(self._mounts)
         self.started = True
 
@@ -86,6 +104,8 @@ class Cloud:
         for service in self.services.values():
             self.catalog.append(service.catalog_entry)
             self._mount(service.catalog_entry.path, service.asgi)
+            for prefix, app in getattr(service, "mounts", {}).items():
+                self._mounts.append(Mount(prefix, app=app))  # off-catalog, e.g. /metadata
         await identity.start(catalog=self.catalog)
         for name, service in self.services.items():
             if name != "identity":
@@ -98,6 +118,9 @@ class Cloud:
         self._mounts.append(Mount(prefix, app=app))
 
     async def stop(self) -> None:
+        for agent in reversed(list(self.agents.values())):
+            await agent.stop()
+        self.agents.clear()
         for service in reversed(list(self.services.values())):
             await service.stop()
         self.services.clear()
@@ -114,7 +137,8 @@ class Cloud:
              "url": f"{self.settings.base_url}{svc.catalog_entry.path}"}
             for name, svc in self.services.items()
         ]
-        return {"node": node, "roles": self.settings.roles, "services": services, "agents": []}
+        agents = [agent.health() for agent in self.agents.values()]
+        return {"node": node, "roles": self.settings.roles, "services": services, "agents": agents}
 
     async def _healthcheck(self, request: Request):
         body = self.health()

@@ -8,7 +8,8 @@ import importlib
 
 __all__ = ["import_all", "MODEL_MODULES"]
 
-MODEL_MODULES = ("tinystack.identity.models",)
+MODEL_MODULES = ("tinystack.identity.models", "tinystack.image.models",
+                 "tinystack.compute.models", "tinystack.network.models")
 
 
 def import_all() -> None:

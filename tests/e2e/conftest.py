@@ -23,6 +23,7 @@ PATH (so ``openstack`` is the real client installed beside pytest),
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -192,6 +193,11 @@ def _run(argv: list[str], env: dict[str, str], check: bool, timeout: float):
     return result
 
 
+_FLOATING_NETS = itertools.count()
+"""Third octets for each instance's external network: two instances up at once must not
+both put 172.24.4.1 on a host bridge (the default a user's own cloud may hold)."""
+
+
 def client_env(data_dir: Path, port: int, clouds_yaml: Path) -> dict[str, str]:
     keep_tinystack = {"TINYSTACK_LOG_LEVEL"}
     env = {
@@ -204,6 +210,7 @@ def client_env(data_dir: Path, port: int, clouds_yaml: Path) -> dict[str, str]:
         TINYSTACK_CLOUDS_YAML=str(clouds_yaml),
         TINYSTACK_DATA_DIR=str(data_dir),
         TINYSTACK_PORT=str(port),
+        TINYSTACK_NETWORK__FLOATING_RANGE=f"172.24.{10 + next(_FLOATING_NETS) % 240}.0/24",
     )
     return env
 

@@ -13,7 +13,8 @@ from tinystack.config import ROLES, Settings, load
 
 
 GROUPS = {"identity": config.IdentitySettings, "image": config.ImageSettings,
-          "compute": config.ComputeSettings, "compute_node": config.ComputeNodeSettings}
+          "compute": config.ComputeSettings, "compute_node": config.ComputeNodeSettings,
+          "network": config.NetworkSettings}
 """Settings groups: each is a [section] of the sample config."""
 
 
