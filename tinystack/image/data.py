@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 IMPORT_METHODS = ("glance-direct", "web-download")
 MAX_REDIRECTS = 5
+READ_AHEAD = 4 * 1024 * 1024
+SEND_PIECE = 1024 * 1024
 WEB_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 
 
@@ -241,14 +243,22 @@ class ImageData:
 
     # -- download and cleanup ------------------------------------------------------
 
-    async def read(self, image: Image, offset: int, length: int | None) -> AsyncIterator[bytes]:
-        """The image's bytes ``[offset, offset+length)``, the next block read ahead."""
-        blocks = self.store.read_blocks(image.location or "", offset, length)
+    async def read(self, image: Image, offset: int, length: int | None,
+                   ) -> AsyncIterator[memoryview]:
+        """The image's bytes ``[offset, offset+length)``, the next block read ahead.
+
+        Blocks of ``READ_AHEAD`` bytes are read in a worker thread and handed on in
+        slices of ``SEND_PIECE`` (views, not copies): one thread hop per 4 MiB, and
+        sends small enough for the socket to take whole.
+        """
+        blocks = self.store.read_blocks(image.location or "", offset, length, READ_AHEAD)
         upcoming = asyncio.ensure_future(asyncio.to_thread(next, blocks, None))
         try:
             while (block := await upcoming) is not None:
                 upcoming = asyncio.ensure_future(asyncio.to_thread(next, blocks, None))
-                yield block
+                view = memoryview(block)
+                for start in range(0, len(view), SEND_PIECE):
+                    yield view[start:start + SEND_PIECE]
         finally:
             # Close the file once no thread is reading it any more.
             upcoming.add_done_callback(lambda _: blocks.close())

@@ -121,12 +121,6 @@ class ImageService:
                 authorize(image)
             return image
 
-    def is_member(self, image_id: str, project_id: str | None) -> bool:
-        if project_id is None:
-            return False
-        with self.db.session() as s:
-            return s.get(ImageMember, (image_id, project_id)) is not None
-
     def list(self, creds: Credentials, query: ImageQuery) -> tuple[list[Image], str | None]:
         """A page of images and the marker of the next page (None on the last)."""
         with self.db.session() as s:
