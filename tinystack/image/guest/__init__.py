@@ -2,7 +2,8 @@
 
 ``build_guest_image(cache_dir)`` returns a ``GuestImage`` (kernel, initramfs,
 qcow2 root disk and how to register them); it builds once and then finds the
-build in ``cache_dir`` (the image service passes ``DATA_DIR/guest``). What the
+build in ``cache_dir`` (the image service passes ``image.guest_cache_dir``, by default
+``~/.cache/tinystack/guest``, shared by every data dir). What the
 guest does at boot is in ``init.sh``; how it is put together is in
 ``build.py``, which is the place to start reading. ``READY_RE`` matches the
 line the guest prints on its serial console once it is reachable.
