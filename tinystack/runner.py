@@ -40,6 +40,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from tinystack.common.process import pid_alive
+
 if TYPE_CHECKING:
     from tinystack.config import Settings
 
@@ -106,15 +108,6 @@ class StartFailed(RunnerError):
 # -- finding the running instance ---------------------------------------------
 
 
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` is a process that is not a zombie (nor dead)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # "PID (COMM) STATE ...": COMM may hold spaces and parentheses.
-    state = stat[stat.rfind(")") + 2 : stat.rfind(")") + 3]
-    return state not in ("", "Z", "X", "x")
 
 
 def read_pid(pid_file: Path) -> int | None:

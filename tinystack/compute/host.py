@@ -25,6 +25,8 @@ from pathlib import Path
 
 import orjson
 
+from tinystack.common.process import pid_alive, process_cmdline
+
 __all__ = [
     "HostError",
     "add_link_to_bridge",
@@ -151,22 +153,8 @@ async def start_process(argv: list[str], *, cwd: Path, log_path: Path) -> asynci
             raise HostError(f"{argv[0]}: {exc.strerror}") from None
 
 
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` is a process that is neither dead nor a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    state = stat[stat.rfind(")") + 2: stat.rfind(")") + 3]
-    return state not in ("", "Z", "X", "x")
 
 
-def process_cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
 def process_rss_kib(pid: int) -> int:

@@ -120,7 +120,8 @@ def ec2_meta_data(facts: ServerFacts) -> dict:
     """The EC2 ``meta-data`` tree as nested dicts (leaves are strings)."""
     tree: dict = {
         "ami-id": facts.image_id, "ami-launch-index": str(facts.launch_index),
-        "ami-manifest-path": "FIXME", "hostname": _hostname(facts),
+        "ami-manifest-path": "FIXME",  # the literal Nova serves; EC2 tools expect the key
+        "hostname": _hostname(facts),
         "instance-action": "none", "instance-id": facts.id,
         "instance-type": facts.flavor_name, "local-hostname": _hostname(facts),
         "local-ipv4": facts.fixed_ips[0] if facts.fixed_ips else "",

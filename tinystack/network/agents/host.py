@@ -30,6 +30,8 @@ from pathlib import Path
 
 import orjson
 
+from tinystack.common.process import pid_alive, process_cmdline
+
 __all__ = [
     "HostError",
     "Link",
@@ -276,22 +278,8 @@ async def start_process(argv: list[str], *, log_path: Path,
             raise HostError(f"{argv[0]}: {exc.strerror}") from None
 
 
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` is a process that is neither dead nor a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    state = stat[stat.rfind(")") + 2: stat.rfind(")") + 3]
-    return state not in ("", "Z", "X", "x")
 
 
-def process_cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
 def find_processes(match: Callable[[list[str]], bool]) -> dict[int, list[str]]:
