@@ -52,7 +52,10 @@ class IdentitySettings(BaseModel):
     minimum_password_age: int = 0
     """Days a user must keep a password before changing it again; 0 disables."""
     cache_ttl: float = 300.0
-    """Seconds a validated token stays cached; any identity write empties the cache."""
+    """Seconds a validated token (or a remembered identity read) stays cached; any identity
+    write makes every cached answer stale at once. 0 keeps them until a write."""
+    cache_size: int = Field(default=2000, ge=1)
+    """Validated tokens kept cached at most, the least recently used dropped first."""
 
 
 class ImageSettings(BaseModel):
@@ -103,6 +106,9 @@ class ComputeSettings(BaseModel):
     metadata agent does; empty means one generated in DATA_DIR/compute/metadata-secret."""
     console_token_ttl: int = 600
     """Seconds a remote console URL stays valid."""
+    service_password: str = ""
+    """Password of compute's service user ``nova`` (it binds ports in the network service);
+    empty means the one the identity bootstrap keeps in DATA_DIR/credentials.yaml."""
 
 
 class ComputeNodeSettings(BaseModel):

@@ -40,6 +40,7 @@ class ComputeComponent:
         from tinystack.compute.keypairs import KeyPairs
         from tinystack.compute.listing import Listing
         from tinystack.compute.metadata import MetadataApp
+        from tinystack.compute.networking import Networking
         from tinystack.compute.quotas import Quotas
         from tinystack.compute.scheduler import Scheduler
         from tinystack.compute.servers import Servers
@@ -51,8 +52,9 @@ class ComputeComponent:
         self.token_check = token_check
         conf = settings.compute
         self.images = ImageClient(settings.base_url)
+        self.network = Networking(settings.base_url, self._service_password)
         self.core = ComputeCore(db, bus, self.images, conf, base_url=settings.base_url,
-                                node=settings.node)
+                                node=settings.node, network=self.network)
 
         def clock():
             return self.core.clock()
@@ -76,6 +78,22 @@ class ComputeComponent:
         """Apps to serve under other prefixes than ``catalog_entry.path``."""
         self._watchdog_task: asyncio.Task | None = None
 
+    def _service_password(self) -> str:
+        """Compute's service user's password: the setting, else the bootstrap's file."""
+        if self.settings.compute.service_password:
+            return self.settings.compute.service_password
+        import yaml  # noqa: PLC0415 - read once per token
+
+        from tinystack.compute.networking import SERVICE_USER  # noqa: PLC0415
+
+        found = yaml.safe_load((self.settings.data_dir / "credentials.yaml").read_text())
+        return (found or {}).get(SERVICE_USER, "")
+
+    async def _port_changed(self, event) -> None:
+        device_id = (event.payload or {}).get("device_id")
+        if device_id:
+            await self.servers.refresh_ports(device_id)
+
     async def _facts(self, server_id: str):
         return await self.core.run(self.listing.facts, server_id)
 
@@ -88,6 +106,8 @@ class ComputeComponent:
             self.settings.data_dir)
         await self.core.run(self.flavors.ensure_defaults)
         await self.bus.serve(CONDUCTOR_TARGET, self.conductor)
+        await self.bus.subscribe("network.port.changed", self._port_changed,
+                                 group="compute-network-events")
         await self.watchdog.run_once()
         self._watchdog_task = asyncio.get_running_loop().create_task(
             self.watchdog.run_forever(), name="compute watchdog")
@@ -100,3 +120,4 @@ class ComputeComponent:
             self._watchdog_task = None
         await self.core.close()
         await self.images.close()
+        await self.network.close()

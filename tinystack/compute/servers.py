@@ -6,7 +6,8 @@ hand to the node) and delete.
 devices, quota) and answers 202 with the new rows in BUILD; ``build`` then
 runs in the background, one server after the other so each sees the claims
 of the ones before (anti-affinity needs that): the scheduler picks and
-claims a node, the server's desired state goes to ``compute.<host>``, and
+claims a node, the network service binds the server's ports to it
+(``networking.py``), the server's desired state goes to ``compute.<host>``, and
 the conductor moves it on when the node reports. ``No valid host`` ends the
 server in ERROR with that fault; so does silence past ``build_timeout``
 (``conductor.py``).
@@ -43,6 +44,7 @@ from tinystack.compute.models import (
     ServerTag,
     Service,
 )
+from tinystack.compute.networking import Resolved, addresses_of
 from tinystack.compute.quotas import Quotas
 from tinystack.compute.scheduler import NO_VALID_HOST, RequestSpec, Scheduler, select_hosts
 from tinystack.compute.service import Caller, ComputeCore
@@ -173,11 +175,14 @@ class Servers:
                 return bdm["uuid"]
         raise BadRequest("Missing imageRef attribute")
 
-    @staticmethod
-    def _check_networks(req: CreateRequest) -> None:
+    async def _resolve_networks(self, caller: Caller, req: CreateRequest) -> Resolved:
+        """The NICs the request asks for (400/409 for what Nova refuses at once)."""
         if req.networks in (None, "none", []):
-            return
-        raise BadRequest(NETWORK_UNAVAILABLE)
+            return Resolved()
+        if self.core.network is None:
+            raise BadRequest(NETWORK_UNAVAILABLE)
+        return await self.core.network.resolve(caller.token, caller.project_id, req.networks,
+                                               req.security_groups, req.max_count)
 
     @staticmethod
     def check_image(image: Image, flavor: dict) -> None:
@@ -200,7 +205,6 @@ class Servers:
                 f"bytes.")
 
     async def create(self, caller: Caller, req: CreateRequest) -> Created:
-        self._check_networks(req)
         image_id = self._boot_image(req)
         if req.min_count > req.max_count:
             raise BadRequest("min_count must be <= max_count")
@@ -211,8 +215,9 @@ class Servers:
         except ImageNotFound:
             raise BadRequest(f"Image {image_id} could not be found.") from None
         self.check_image(image, flavor)
+        resolved = await self._resolve_networks(caller, req)
         created = await self.core.run(self._insert, caller, req, flavor, image, user_data)
-        self.core.spawn(self.build(created.server_ids, caller.token),
+        self.core.spawn(self.build(created.server_ids, caller.token, resolved),
                         f"build of {', '.join(created.server_ids)}")
         return created
 
@@ -313,18 +318,65 @@ class Servers:
             access_ipv4=req.access_ipv4, access_ipv6=req.access_ipv6,
             disk_config=req.disk_config, security_groups=req.security_groups or ["default"],
             scheduler_hints=req.scheduler_hints, block_devices=req.block_devices,
-            requested_networks="none", created_at=now, updated_at=now)
+            requested_networks=req.networks if isinstance(req.networks, str) else
+            ("list" if req.networks else "none"), created_at=now, updated_at=now)
 
     # -- build ------------------------------------------------------------------------
 
-    async def build(self, server_ids: list[str], token: str) -> None:
-        """Schedule each server in turn and hand it to its node (background task)."""
+    async def build(self, server_ids: list[str], token: str,
+                    resolved: Resolved | None = None) -> None:
+        """Schedule each server in turn, bind its ports there, and hand it to its node
+        (background task)."""
+        resolved = resolved or Resolved()
         for server_id in server_ids:
             placed = await self.core.run(self.schedule, server_id)
-            if placed is not None:
-                spec, host = placed
-                spec.token = token
-                await self.core.send_spec(spec, host)
+            if placed is None:
+                continue
+            host, zone, project_id = placed
+            ports: list[dict] = []
+            if resolved.nics:
+                try:
+                    ports = await self.core.network.allocate(server_id, project_id, zone,
+                                                             host, resolved)
+                except Exception as exc:  # noqa: BLE001 - any failure ends the build
+                    log.warning("server %s: could not allocate its network: %s",
+                                server_id, exc)
+                    await self.core.run(self.abort_build, server_id,
+                                        f"Build of instance {server_id} aborted: {exc}")
+                    continue
+            spec = await self.core.run(self.launch, server_id, ports)
+            if spec is None:
+                if ports:
+                    await self.core.network.deallocate(ports)
+                continue
+            spec.token = token
+            await self.core.send_spec(spec, host)
+
+    def abort_build(self, server_id: str, message: str) -> None:
+        """The build cannot go on: ERROR with ``message``, the claim given back."""
+        with self.core.db.session() as s:
+            server = s.get(Server, server_id, with_for_update=True)
+            if server is None or server.deleted_at is not None or server.want == "deleted":
+                return
+            self.scheduler.release(s, server.id)
+            server.vm_state = states.ERROR
+            self.core.set_task(server, None)
+            self.core.set_fault(server, message)
+            self.core.finish_events(s, server.id, ok=False, details=message)
+
+    def launch(self, server_id: str, ports: list[dict]) -> ServerSpec | None:
+        """Record the bound ports and make the spec for the node; None if the server went."""
+        with self.core.db.session() as s:
+            server = s.get(Server, server_id, with_for_update=True)
+            if server is None or server.deleted_at is not None or server.want == "deleted":
+                return None
+            if ports:
+                server.ports = ports
+                server.addresses = addresses_of(ports)
+                s.flush()
+            files = (metadata_files.build_files(facts_of(s, server))
+                     if server.config_drive else None)
+            return self.core.spec_for(server, metadata_files=files)
 
     def request_spec(self, s: Session, server: Server) -> RequestSpec:
         flavor = server.flavor
@@ -348,11 +400,11 @@ class Servers:
             same_host=hosts_of(hints.get("same_host")),
             different_host=hosts_of(hints.get("different_host")))
 
-    def schedule(self, server_id: str) -> tuple[ServerSpec, str] | None:
+    def schedule(self, server_id: str) -> tuple[str, str, str] | None:
         """Pick and claim a node for a BUILD server; ERROR with NoValidHost if none fits.
 
-        Returns the spec to send and the host, or None (no host, or the server was
-        deleted meanwhile).
+        Returns the host, its zone and the server's project, or None (no host, or the
+        server was deleted meanwhile).
         """
         with self.core.db.session() as s:
             server = s.get(Server, server_id, with_for_update=True)
@@ -374,9 +426,7 @@ class Servers:
                     if action is not None:
                         self.core.start_event(s, action, "compute__do_build_and_run_instance",
                                               host.host)
-                    files = (metadata_files.build_files(facts_of(s, server))
-                             if server.config_drive else None)
-                    return self.core.spec_for(server, metadata_files=files), host.host
+                    return host.host, host.availability_zone or "nova", server.project_id
             server.vm_state = states.ERROR
             self.core.set_task(server, None)
             self.core.set_fault(server, NO_VALID_HOST,
@@ -407,7 +457,8 @@ class Servers:
         s.execute(sa.delete(ServerGroupMember).where(ServerGroupMember.server_id == server.id))
         self.core.finish_events(s, server.id, ok=True)
 
-    def _delete(self, caller: Caller, server_id: str) -> tuple[ServerSpec, str] | None:
+    def _delete(self, caller: Caller, server_id: str
+                ) -> tuple[tuple[ServerSpec, str] | None, list[dict]]:
         with self.core.db.session() as s:
             server = self.core.get_server(s, caller, server_id, lock=True)
             if server.locked and not caller.is_admin:
@@ -419,9 +470,49 @@ class Servers:
             self.core.set_task(server, "deleting")
             if host is None or not self.node_is_up(s, host):
                 self.finish_delete(s, server)
-            return (self.core.spec_for(server), host) if host else None
+            ports, server.ports = list(server.ports or []), []
+            return ((self.core.spec_for(server), host) if host else None), ports
 
     async def delete(self, caller: Caller, server_id: str) -> None:
-        tombstone = await self.core.run(self._delete, caller, server_id)
+        tombstone, ports = await self.core.run(self._delete, caller, server_id)
         if tombstone is not None:
             await self.core.send_spec(*tombstone)
+        if ports and self.core.network is not None:
+            await self.core.network.deallocate(ports)
+
+    # -- what the network service says ------------------------------------------------
+
+    async def refresh_ports(self, server_id: str) -> None:
+        """Read the server's ports and floating IPs again (``network.port.changed``)."""
+        if self.core.network is None:
+            return
+        known = await self.core.run(self._known_ports, server_id)
+        if known is None:
+            return
+        try:
+            ports = await self.core.network.describe(server_id, known)
+        except Exception as exc:  # noqa: BLE001 - the next event or refresh catches up
+            log.warning("server %s: could not refresh its ports: %s", server_id, exc)
+            return
+        await self.core.run(self._store_ports, server_id, ports)
+
+    def _known_ports(self, server_id: str) -> list[dict] | None:
+        with self.core.db.session() as s:
+            server = s.get(Server, server_id)
+            if server is None or server.deleted_at is not None or server.want == "deleted":
+                return None
+            return list(server.ports or []) or None  # none yet: the build records them
+
+    def _store_ports(self, server_id: str, ports: list[dict]) -> None:
+        with self.core.db.session() as s:
+            server = s.get(Server, server_id, with_for_update=True)
+            if server is None or server.deleted_at is not None or server.want == "deleted":
+                return
+            created = {p["port_id"]: p.get("created", True) for p in server.ports or []}
+            kept = [{**{k: v for k, v in p.items() if k != "floating_ips"},
+                     "created": created.get(p["port_id"], p.get("created", True))}
+                    for p in ports]
+            addresses = addresses_of(ports)
+            if kept != (server.ports or []) or addresses != (server.addresses or {}):
+                server.ports, server.addresses = kept, addresses
+                server.updated_at = self.core.clock()

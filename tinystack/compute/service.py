@@ -1,7 +1,7 @@
 """What every part of the compute service shares: the caller, the core, the Nova errors.
 
 ``Caller`` is who asks (made by the API from a validated token).
-``ComputeCore`` holds the database, the bus, the image client, the clock and
+``ComputeCore`` holds the database, the bus, the image and network clients, the clock and
 the settings, runs blocking SQL in worker threads, keeps the background
 tasks (scheduling, snapshots) in one place so a test can wait for them
 (``idle``), records instance actions and their events, and hands a server's
@@ -32,6 +32,7 @@ from tinystack.common.errors import Conflict, NotFound
 from tinystack.compute.images import ImageClient
 from tinystack.compute.messages import AGENT_TARGET, ImageRef, PortBinding, ServerSpec
 from tinystack.compute.models import InstanceAction, InstanceActionEvent, Server
+from tinystack.compute.networking import Networking
 from tinystack.config import ComputeSettings
 
 __all__ = ["Caller", "ComputeCore", "server_not_found", "invalid_state", "SERVICE_CALLER"]
@@ -76,10 +77,12 @@ class ComputeCore:
     """Shared plumbing of the compute service; see the module docstring."""
 
     def __init__(self, db: Database, bus: Bus, images: ImageClient, settings: ComputeSettings,
-                 *, base_url: str, node: str):
+                 *, base_url: str, node: str, network: Networking | None = None):
         self.db = db
         self.bus = bus
         self.images = images
+        self.network = network
+        """The network service's client; None where there is none (servers take no NICs)."""
         self.settings = settings
         self.base_url = base_url
         self.node = node

@@ -3,7 +3,8 @@
 The default domain; the roles ``admin`` -> ``member`` -> ``reader`` (each
 implying the next) and ``service``; the ``admin`` user and project (admin on
 the project and on the system); projects ``demo`` and ``alt_demo`` with
-member users of the same names; the catalog entries of the APIs this process
+member users of the same names; the compute service's user ``nova`` with the
+``service`` role on project ``service``; the catalog entries of the APIs this process
 serves. Passwords are generated once, kept in ``<data_dir>/credentials.yaml``
 (mode 0600), and never logged; the client files (``openrc`` in the data dir,
 ``tinystack*`` entries merged into clouds.yaml) are rewritten on every start
@@ -27,9 +28,10 @@ __all__ = ["bootstrap", "write_client_files", "USERS"]
 
 log = logging.getLogger(__name__)
 
-# user -> (project, role)
+# user -> (project, role); ``nova`` is the compute service's own user, which binds
+# ports to hosts in the network service as Nova's service user does.
 USERS = {"admin": ("admin", "admin"), "demo": ("demo", "member"),
-         "alt_demo": ("alt_demo", "member")}
+         "alt_demo": ("alt_demo", "member"), "nova": ("service", "service")}
 ROLE_CHAIN = ("admin", "member", "reader")
 
 

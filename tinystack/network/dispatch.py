@@ -12,7 +12,11 @@ into the specs each agent must get, then ``send`` casts them:
   peers) to every host with ports on it (``sync_network``), a tombstone to a
   host left with none;
 - every changed router's ``RouterSpec`` to ``network-l3.<node>``
-  (``sync_router``).
+  (``sync_router``);
+- for every server whose ports or floating IPs changed, the event
+  ``network.port.changed`` (``{"device_id": server id}``), so the compute
+  service refreshes its ``addresses`` (Neutron's ``network-changed`` event
+  to Nova).
 
 A cast (or a plan) that fails is logged and skipped, never failing the
 request that already committed: the agents converge on their next
@@ -33,7 +37,9 @@ from tinystack.network.models import Network, Port, Router
 from tinystack.network.service import DHCP_OWNER, Changes, NetworkCore
 from tinystack.network.specs import SpecBuilder
 
-__all__ = ["Dispatcher", "Cast"]
+__all__ = ["Dispatcher", "Cast", "PORT_CHANGED"]
+
+PORT_CHANGED = "network.port.changed"
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +63,12 @@ class Dispatcher:
                           "catch up on their next agent_state", changes)
             return
         await self.cast_all(casts)
+        for device_id in sorted(changes.devices):
+            try:
+                await self.bus.publish(PORT_CHANGED, {"device_id": device_id},
+                                       publisher="network")
+            except Exception:
+                log.exception("network: could not tell compute that %s changed", device_id)
 
     async def cast_all(self, casts: list[Cast]) -> None:
         for target, method, spec in casts:

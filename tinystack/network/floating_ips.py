@@ -49,7 +49,7 @@ class FloatingIps:
     def list(self, ctx: Context, hints: dict[str, list[str]]) -> list[dict]:
         def read(s: Session) -> list[dict]:
             query = sa.select(FloatingIp).order_by(FloatingIp.created_at, FloatingIp.id)
-            if not ctx.admin:
+            if not (ctx.admin or ctx.service):  # compute reads its servers' floating IPs
                 query = query.where(FloatingIp.project_id == ctx.project_id)
             for name, column in (("id", FloatingIp.id), ("project_id", FloatingIp.project_id),
                                  ("port_id", FloatingIp.fixed_port_id),
@@ -122,7 +122,7 @@ class FloatingIps:
                     self._associate(s, ctx, fip, port_id, values.get("fixed_ip_address"),
                                     changes)
                 else:
-                    self._disassociate(fip, changes)
+                    self._disassociate(s, fip, changes)
             fip.touch()
             s.flush()
             return self.render(s, [fip])[0]
@@ -134,7 +134,7 @@ class FloatingIps:
         def write(s: Session) -> None:
             fip = self.core.get_floating_ip(s, ctx, fip_id)
             ctx.enforce("delete_floatingip", {"project_id": fip.project_id})
-            self._disassociate(fip, changes)
+            self._disassociate(s, fip, changes)
             port = s.get(Port, fip.floating_port_id)
             self.core.drop_tags(s, "floatingips", fip.id)
             s.delete(fip)
@@ -147,7 +147,9 @@ class FloatingIps:
     # -- association ---------------------------------------------------------------------
 
     @staticmethod
-    def _disassociate(fip: FloatingIp, changes: Changes) -> None:
+    def _disassociate(s: Session, fip: FloatingIp, changes: Changes) -> None:
+        if fip.fixed_port_id:
+            changes.device(s.get(Port, fip.fixed_port_id))
         if fip.router_id:
             changes.routers.add(fip.router_id)
         fip.fixed_port_id = fip.fixed_ip_address = fip.router_id = None
@@ -175,6 +177,7 @@ class FloatingIps:
         fip.fixed_port_id, fip.fixed_ip_address = port.id, address.ip_address
         fip.router_id, fip.status = router_id, "ACTIVE"
         changes.routers.add(router_id)
+        changes.device(port)
 
     @staticmethod
     def _fixed_address(port: Port, fixed_ip: str | None) -> IpAllocation:

@@ -58,8 +58,8 @@ POLICY = {
     "create_port:device_owner": "admin or net_owner_member or ordinary_device_owner",
     "create_port:network": f"{NET_OWNER} or shared or role:service",
     "create_port:mac_address": NET_OWNER,
-    "create_port:fixed_ips:ip_address": NET_OWNER,
-    "create_port:fixed_ips:subnet_id": f"{NET_OWNER} or shared",
+    "create_port:fixed_ips:ip_address": f"{NET_OWNER} or role:service",
+    "create_port:fixed_ips:subnet_id": f"{NET_OWNER} or shared or role:service",
     "create_port:port_security_enabled": NET_OWNER,
     "create_port:binding": SERVICE,
     "create_port:allowed_address_pairs": NET_OWNER,
@@ -90,7 +90,7 @@ POLICY = {
 
     "create_floatingip": MEMBER,
     "create_floatingip:floating_ip_address": ADMIN,
-    "get_floatingip": READER,
+    "get_floatingip": f"{READER} or role:service",
     "update_floatingip": MEMBER,
     "delete_floatingip": MEMBER,
 

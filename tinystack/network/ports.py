@@ -352,6 +352,7 @@ class Ports:
         if address is not None:
             query = query.where(FloatingIp.fixed_ip_address == address)
         for fip in s.scalars(query):
+            changes.device(port)
             if fip.router_id:
                 changes.routers.add(fip.router_id)
             fip.fixed_port_id = fip.fixed_ip_address = fip.router_id = None

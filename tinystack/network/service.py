@@ -152,24 +152,33 @@ class Changes:
     """Security groups whose rules changed: their member ports are recast."""
     members: set[str] = field(default_factory=set)
     """Security groups whose member addresses changed: ports with rules naming them."""
+    devices: set[str] = field(default_factory=set)
+    """Servers whose ports or floating IPs changed: compute hears ``network.port.changed``."""
 
     def merge(self, other: Changes | None) -> Changes:
         if other is not None:
             for name in ("ports", "networks", "gone_networks", "routers", "gone_routers",
-                         "groups", "members"):
+                         "groups", "members", "devices"):
                 getattr(self, name).update(getattr(other, name))
             self.gone_ports.update(other.gone_ports)
         return self
 
     def __bool__(self) -> bool:
         return any((self.ports, self.gone_ports, self.networks, self.gone_networks,
-                    self.routers, self.gone_routers, self.groups, self.members))
+                    self.routers, self.gone_routers, self.groups, self.members, self.devices))
+
+    def device(self, port: Port | None) -> Changes:
+        """Note that the server owning ``port`` (if a server does) should refresh it."""
+        if port is not None and port.device_id and port.device_owner.startswith("compute:"):
+            self.devices.add(port.device_id)
+        return self
 
     def port(self, port: Port, *, addresses: bool = True) -> Changes:
         """Note a port that changed: its spec, its network's DHCP view and, when its
         addresses or groups changed, the rules of every port that names its groups."""
         self.ports.add(port.id)
         self.networks.add(port.network_id)
+        self.device(port)
         if addresses:
             self.members.update(port.security_group_ids)
         return self
@@ -179,6 +188,7 @@ class Changes:
         if port.binding_host_id:
             self.gone_ports[port.id] = (port.binding_host_id, port.network_id)
         self.networks.add(port.network_id)
+        self.device(port)
         self.members.update(port.security_group_ids)
         return self
 

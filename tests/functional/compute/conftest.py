@@ -5,7 +5,9 @@
   identity tests, because migrating afresh costs seconds per test.
 - ``make_compute_cloud(**compute_settings)``: a started ``Cloud`` with the
   controller role only (no real agent), bcrypt cost 4, no default image,
-  its compute service reading images from a ``FakeGlance``.
+  its compute service reading images from a ``FakeGlance`` and reaching the
+  cloud's own network service; ``networks`` runs that service's first-start
+  bootstrap (``public``, and ``private`` with ``router1`` for demo).
 - ``cloud``, ``nova`` (a ``NovaClient``), ``glance`` (the ``FakeGlance``),
   ``agent`` (a ``FakeAgent`` on host ``node1``, registered by a heartbeat),
   ``image_id`` (a 16 MiB active image), ``clock`` (the compute clock, frozen).
@@ -94,7 +96,7 @@ async def make_compute_cloud(compute_db: str, tmp_path: Path, glance: FakeGlance
         settings = config.load(
             data_dir=tmp_path / "data", db=compute_db, clouds_yaml=tmp_path / "clouds.yaml",
             roles=["controller"], identity={"password_hash_rounds": FAST_ROUNDS},
-            image={"default_image": False}, compute=compute)
+            image={"default_image": False}, network={"bootstrap": False}, compute=compute)
         cloud = Cloud(settings)
         await cloud.start()
         started.append(cloud)
@@ -103,6 +105,12 @@ async def make_compute_cloud(compute_db: str, tmp_path: Path, glance: FakeGlance
         images.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=glance.app()),
                                         base_url="http://testserver")
         images.root = "http://testserver/image"
+        network = cloud.services["compute"].network
+        await network.http.aclose()
+        network.http = network.auth.http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=cloud.asgi), base_url="http://testserver")
+        network.root = "http://testserver/network/v2.0"
+        network.auth.url = "http://testserver/identity/v3/auth/tokens"
         return cloud
 
     yield make
@@ -135,6 +143,14 @@ async def agent(cloud: Cloud, clock: Clock) -> AsyncIterator[FakeAgent]:
     fake = await FakeAgent(cloud, "node1").start()
     yield fake
     await fake.close()
+
+
+@pytest.fixture
+async def networks(cloud: Cloud) -> None:
+    from tinystack.network.bootstrap import ensure_bootstrap
+
+    await ensure_bootstrap(cloud.services["network"],
+                           transport=httpx.ASGITransport(app=cloud.asgi))
 
 
 @pytest.fixture

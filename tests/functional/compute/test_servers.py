@@ -46,15 +46,6 @@ async def test_create_without_networks_is_refused_from_2_37(nova, agent, image_i
     assert r.status_code == 202
 
 
-@pytest.mark.parametrize("networks", ["auto", [{"uuid": "7b1ee68b-4a7a-4d89-b1f8-6d3f1d6c1a2e"}]])
-async def test_networks_other_than_none_need_the_network_service(nova, agent, image_id,
-                                                                 networks):
-    r = await nova.compute("POST", "/servers", mv=MV, json={"server": {
-        "name": "vm", "imageRef": image_id, "flavorRef": "42", "networks": networks}})
-    assert r.status_code == 400
-    assert "no network service" in r.json()["badRequest"]["message"]
-
-
 async def test_flavor_too_small_for_the_image_is_novas_400(nova, agent, glance):
     big = glance.add(size=2 * 1024 ** 3)
     r = await nova.create_server(big, flavor="42", expect=400)

@@ -49,7 +49,7 @@ async def test_user_list_and_filters(api: KeystoneClient):
     await api.make_user("zed", enabled=False)
     r = await api.as_admin("GET", "/v3/users", expect=200)
     body = r.json()
-    assert sorted(u["name"] for u in body["users"]) == ["admin", "alt_demo", "demo", "zed"]
+    assert sorted(u["name"] for u in body["users"]) == ["admin", "alt_demo", "demo", "nova", "zed"]
     assert body["links"] == {"self": f"{V3}/users", "previous": None, "next": None}
     for user in body["users"]:
         assert "password" not in user
