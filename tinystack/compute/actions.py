@@ -448,7 +448,20 @@ class Actions:
 
     # -- security groups ----------------------------------------------------------------
 
-    def security_group(self, caller: Caller, server_id: str, name: str, add: bool) -> None:
+    async def change_security_group(self, caller: Caller, server_id: str, name: str,
+                                    add: bool) -> None:
+        """Nova's add/removeSecurityGroup: the server's list, and its ports' groups."""
+        network = self.core.network
+        if add and network is not None:
+            await network.group_ids(caller.token, caller.project_id, [name], missing=404)
+        ports, names = await self.core.run(self.security_group, caller, server_id, name, add)
+        if ports and network is not None:
+            ids = await network.group_ids(caller.token, caller.project_id, names)
+            await network.set_groups(ports, ids)
+
+    def security_group(self, caller: Caller, server_id: str, name: str,
+                       add: bool) -> tuple[list[dict], list[str]]:
+        """Edit the server's group names; its ports and the new names."""
         with self.core.db.session() as s:
             server = self.core.get_server(s, caller, server_id, lock=True)
             self.check_lock(caller, server)
@@ -462,6 +475,7 @@ class Actions:
             server.security_groups = groups + [name] if add else \
                 [g for g in groups if g != name]
             server.updated_at = self.core.clock()
+            return list(server.ports or []), list(server.security_groups)
 
 
 def _describe(exc: Exception) -> str:

@@ -194,7 +194,7 @@ class ActionHandlers(Handlers):
         name = _object(args, "addSecurityGroup" if add else "removeSecurityGroup").get("name")
         if not isinstance(name, str) or not name.strip():
             raise BadRequest("Security group name cannot be empty")
-        await self.run(self.c.actions.security_group, caller, server_id, name.strip(), add)
+        await self.c.actions.change_security_group(caller, server_id, name.strip(), add)
         return accepted()
 
     async def reset_state(self, request: Request, server_id: str, args: Any) -> Response:

@@ -38,7 +38,7 @@ from typing import Any
 
 import httpx
 
-from tinystack.common.errors import BadRequest, Conflict, Unavailable
+from tinystack.common.errors import BadRequest, Conflict, NotFound, Unavailable
 
 __all__ = ["Nic", "Networking", "NetworkError", "Resolved", "ServiceAuth", "SERVICE_USER",
            "SERVICE_PROJECT", "addresses_of"]
@@ -155,7 +155,8 @@ class Networking:
             nics = [Nic(network_id=await self._auto_network(token, project_id))]
         else:
             nics = [await self._nic(token, item, count) for item in networks]
-        return Resolved(nics, await self._group_ids(token, project_id, security_groups))
+        return Resolved(nics, await self.group_ids(token, project_id,
+                                                   security_groups or ["default"]))
 
     async def _auto_network(self, token: str, project_id: str) -> str:
         owned = (await self._get("/networks", token, project_id=project_id, shared="false",
@@ -210,20 +211,31 @@ class Networking:
                                f"network {network_id}.")
         return Nic(network_id=network_id, fixed_ip=fixed_ip, tag=item.get("tag") or "")
 
-    async def _group_ids(self, token: str, project_id: str, names: list[str]) -> list[str]:
-        wanted = list(dict.fromkeys(names or ["default"]))
+    async def group_ids(self, token: str, project_id: str, names: list[str], *,
+                        missing: int = 400) -> list[str]:
+        """Ids of the project's security groups by name or id (``missing``: 400 or 404)."""
+        wanted = list(dict.fromkeys(names))
         groups = (await self._get("/security-groups", token, project_id=project_id,
                                   fields=["id", "name"]))["security_groups"]
         ids = []
         for name in wanted:
             match = [g["id"] for g in groups if name in (g["id"], g["name"])]
             if not match:
-                raise BadRequest(f"Security group {name} not found.")
+                error = NotFound if missing == 404 else BadRequest
+                raise error(f"Security group {name} not found.")
             if len(match) > 1:
                 raise Conflict(f"Multiple security groups found matching '{name}'. Use an "
                                f"ID to be more specific.")
             ids.append(match[0])
         return ids
+
+    async def set_groups(self, ports: list[dict], group_ids: list[str]) -> None:
+        """Give the server's ports exactly these security groups."""
+        for port in ports:
+            response = await self._request("PUT", f"/ports/{port['port_id']}", json={
+                "port": {"security_groups": group_ids}})
+            if response.status_code != 200:
+                raise NetworkError(_message(response))
 
     # -- once a host is chosen ------------------------------------------------------
 

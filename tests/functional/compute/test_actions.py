@@ -270,6 +270,9 @@ async def test_console_output(nova, agent, image_id):
 
 async def test_security_groups(nova, agent, image_id):
     server_id = await _active(nova, image_id)
+    r = await nova.http.post("/network/v2.0/security-groups", json={
+        "security_group": {"name": "web"}}, headers={"X-Auth-Token": await nova.token()})
+    assert r.status_code == 201
     await nova.action(server_id, {"addSecurityGroup": {"name": "web"}})
     server = await nova.server(server_id)
     assert server["security_groups"] == [{"name": "default"}, {"name": "web"}]

@@ -137,3 +137,24 @@ async def test_a_port_the_network_refuses_ends_the_build_in_error(
         f"Build of instance {server['id']} aborted: ")
     assert address in server["fault"]["message"]
     assert await neutron.ports_of(server["id"]) == []
+
+
+async def test_adding_and_removing_a_security_group_changes_the_servers_ports(
+        nova, neutron, agent, image_id):
+    created = await nova.create_server(image_id, networks="auto")
+    server_id = created["server"]["id"]
+    web = (await neutron.call("POST", "/security-groups", expect=201, json={
+        "security_group": {"name": "web"}}))["security_group"]["id"]
+    default = (await neutron.call("GET", "/security-groups", params={"name": "default"})
+               )["security_groups"][0]["id"]
+    await nova.action(server_id, {"addSecurityGroup": {"name": "web"}})
+    [port] = await neutron.ports_of(server_id)
+    assert sorted(port["security_groups"]) == sorted([web, default])
+    await nova.action(server_id, {"removeSecurityGroup": {"name": "default"}})
+    [port] = await neutron.ports_of(server_id)
+    assert port["security_groups"] == [web]
+    r = await nova.compute("POST", f"/servers/{server_id}/action", mv=MV,
+                           json={"addSecurityGroup": {"name": "nope"}})
+    assert r.status_code == 404
+    assert r.json()["itemNotFound"]["message"] == "Security group nope not found."
+    assert [g["name"] for g in (await nova.server(server_id))["security_groups"]] == ["web"]
