@@ -2,19 +2,24 @@
 
 ``DataSink`` takes the chunks of one upload in order (an HTTP body, a staged
 file, a web download) and never holds more than a few blocks: chunks gather
-into blocks of ``BLOCK`` bytes, and each block goes to three worker threads
-at once, MD5, SHA-512 and the store's writer, so hashing and writing overlap
-each other and the network (hashlib and file writes release the GIL; one
-call per block keeps the threads from queueing for it). At most ``IN_FLIGHT`` blocks wait for the
-workers; past that the sink stops taking chunks (back-pressure reaches the
-client through the socket). ``SizeLimit`` refuses the chunk that crosses the
-per-upload cap or the project's quota, and ``formats.Inspector`` the first
-chunks if they are not the declared format; both fail fast, mid-stream.
+into blocks of about ``BLOCK`` bytes, and each block goes to three worker
+threads at once, MD5, SHA-512 and the store's writer, so hashing and writing
+overlap each other and the network (hashlib and file writes release the
+GIL). A block is the list of the chunks as they came, not a joined copy:
+the hashers feed them to hashlib one by one and the writer hands them to one
+``writev``; only a block of many small chunks (more than ``MAX_PIECES``) is
+joined first, so a worker never makes more than that many calls per block.
+At most ``IN_FLIGHT`` blocks wait for the workers; past that the sink stops
+taking chunks (back-pressure reaches the client through the socket).
+``SizeLimit`` refuses the chunk that crosses the per-upload cap or the
+project's quota, and ``formats.Inspector`` the first chunks if they are not
+the declared format; both fail fast, mid-stream.
 
 ``consume`` returns a ``Received`` only after the store committed the data;
-on any failure (a refused chunk, a broken connection, a cancelled task) the
-writer is aborted and nothing is left in the store. Status changes are the
-caller's (``service.py``); this module knows nothing about the database.
+on any failure (a refused chunk, a broken connection, a cancelled task, a
+worker that raised) the writer is aborted and nothing is left in the store.
+Status changes are the caller's (``service.py``); this module knows nothing
+about the database.
 """
 
 from __future__ import annotations
@@ -31,10 +36,12 @@ from tinystack.common.errors import TooLarge
 from tinystack.image.formats import Inspector
 from tinystack.image.stores import StoreWriter
 
-__all__ = ["DataSink", "Received", "SizeLimit", "BLOCK", "IN_FLIGHT"]
+__all__ = ["DataSink", "Received", "SizeLimit", "BLOCK", "IN_FLIGHT", "MAX_PIECES"]
 
 BLOCK = 4 * 1024 * 1024
 IN_FLIGHT = 3
+MAX_PIECES = 64
+"""Chunks per block above which they are joined: under 64 KiB each on average."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,9 @@ class SizeLimit:
                 "bytes remaining.")
 
 
+def _hash_all(hasher, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        hasher.update(chunk)
 
 
 class DataSink:
@@ -104,6 +114,8 @@ class DataSink:
     async def feed(self, chunk: bytes) -> None:
         if not chunk:
             return
+        if type(chunk) is not bytes:
+            chunk = bytes(chunk)  # kept until the workers are done: must not change meanwhile
         self.size += len(chunk)
         self.limit.check(self.size)
         self.inspector.feed(chunk)
@@ -113,14 +125,16 @@ class DataSink:
             await self._dispatch()
 
     async def _dispatch(self) -> None:
-        # One block, not the list of chunks: each worker then makes one call (one GIL
-        # hand-over) per block instead of one per network read.
-        block = b"".join(self._gathered)
+        # Each worker gets one call per block (one thread hand-over), and works through the
+        # chunks itself: no copy of the block, unless it is made of many small chunks.
+        chunks = self._gathered
+        if len(chunks) > MAX_PIECES:
+            chunks = [b"".join(chunks)]
         self._gathered, self._gathered_size = [], 0
         md5, sha512, write = self._workers
-        self._in_flight.append([md5.submit(self._md5.update, block),
-                                sha512.submit(self._sha512.update, block),
-                                write.submit(self.writer.write, [block])])
+        self._in_flight.append([md5.submit(_hash_all, self._md5, chunks),
+                                sha512.submit(_hash_all, self._sha512, chunks),
+                                write.submit(self.writer.write, chunks)])
         while len(self._in_flight) > IN_FLIGHT:
             await self._settle_oldest()
 
