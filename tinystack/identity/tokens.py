@@ -1,6 +1,8 @@
 """Token ids: Fernet-encrypted, authenticated payloads under rotating keys.
 
-A token carries only who, what scope, how it was obtained and when it ends;
+A token carries only who, what scope, how it was obtained and when it ends,
+packed in binary (ids as 16 bytes) so a token id stays under 255 characters
+as Keystone's do; tokens of the first, JSON, format are still read;
 everything else (names, roles, catalog) is looked up when it is validated, so
 a disabled user or a removed role takes effect at once. Keys live in
 ``<data_dir>/identity/token-keys`` as Keystone's fernet repository does: file
@@ -17,7 +19,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import os
+import re
 import secrets
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +30,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 __all__ = ["TokenPayload", "KeyRepository", "InvalidToken", "new_audit_id"]
 
-_VERSION = 1
+_VERSION = 2
 _METHODS = ("password", "token", "application_credential", "totp", "oauth1", "mapped")
 
 
@@ -48,24 +52,58 @@ class TokenPayload:
     extra: dict = field(default_factory=dict)
 
     def pack(self) -> bytes:
+        """The binary form: a header, two times, then the ids (see ``_Ids``)."""
         mask = sum(1 << _METHODS.index(m) for m in self.methods)
-        scope = (
-            ["s"] if self.system
-            else ["p", self.project_id] if self.project_id
-            else ["d", self.domain_id] if self.domain_id
-            else []
-        )
-        return orjson.dumps([
-            _VERSION, self.user_id, mask, scope,
+        kind = 3 if self.system else 1 if self.project_id else 2 if self.domain_id else 0
+        app_cred = self.application_credential_id is not None
+        ids = _Ids()
+        ids.add(self.user_id)
+        if kind in (1, 2):
+            ids.add(self.project_id if kind == 1 else self.domain_id)
+        for audit_id in self.audit_ids:
+            ids.add(audit_id)
+        if app_cred:
+            ids.add(self.application_credential_id)
+        header = _HEADER.pack(
+            _VERSION, mask, kind, len(self.audit_ids), int(app_cred),
             int(self.expires_at.replace(tzinfo=dt.timezone.utc).timestamp()),
-            self.issued_at.replace(tzinfo=dt.timezone.utc).timestamp(),
-            list(self.audit_ids), self.application_credential_id,
-        ])
+            self.issued_at.replace(tzinfo=dt.timezone.utc).timestamp())
+        return header + ids.data
 
     @classmethod
     def unpack(cls, raw: bytes) -> "TokenPayload":
-        version, user_id, mask, scope, expires, issued, audit_ids, app_cred = orjson.loads(raw)
+        if raw[:1] == b"[":
+            return cls._unpack_json(raw)
+        try:
+            version, mask, kind, audits, app_cred, expires, issued = \
+                _HEADER.unpack_from(raw)
+        except struct.error:
+            raise InvalidToken() from None
         if version != _VERSION:
+            raise InvalidToken()
+        ids = _Ids(raw, _HEADER.size)
+        user_id = ids.next()
+        scope_id = ids.next() if kind in (1, 2) else None
+        audit_ids = tuple(ids.next() for _ in range(audits))
+        app_cred_id = ids.next() if app_cred else None
+        utc = dt.timezone.utc
+        return cls(
+            user_id=user_id,
+            methods=tuple(m for i, m in enumerate(_METHODS) if mask & (1 << i)),
+            expires_at=dt.datetime.fromtimestamp(expires, utc).replace(tzinfo=None),
+            issued_at=dt.datetime.fromtimestamp(issued, utc).replace(tzinfo=None),
+            audit_ids=audit_ids,
+            project_id=scope_id if kind == 1 else None,
+            domain_id=scope_id if kind == 2 else None,
+            system=kind == 3,
+            application_credential_id=app_cred_id,
+        )
+
+    @classmethod
+    def _unpack_json(cls, raw: bytes) -> "TokenPayload":
+        """Tokens of the first format (a JSON list), issued before an upgrade."""
+        version, user_id, mask, scope, expires, issued, audit_ids, app_cred = orjson.loads(raw)
+        if version != 1:
             raise InvalidToken()
         utc = dt.timezone.utc
         return cls(
@@ -79,6 +117,57 @@ class TokenPayload:
             system=scope[:1] == ["s"],
             application_credential_id=app_cred,
         )
+
+
+_HEADER = struct.Struct("!BBBBBId")
+"""version, methods bit mask, scope kind (0 none, 1 project, 2 domain, 3 system),
+number of audit ids, has an application credential, expires (s), issued (s)."""
+_HEX_ID = re.compile(r"[0-9a-f]{32}")
+
+
+class _Ids:
+    """Strings packed short: a 32-hex id as 16 bytes, an audit id (22 url-safe base64
+    characters) as 16 bytes, anything else as its UTF-8 with a length byte."""
+
+    def __init__(self, data: bytes = b"", offset: int = 0):
+        self.data, self.offset = data, offset
+
+    def add(self, text: str) -> None:
+        if _HEX_ID.fullmatch(text):
+            self.data += b"\x00" + bytes.fromhex(text)
+            return
+        if len(text) == 22:
+            try:
+                raw = base64.urlsafe_b64decode(text + "==")
+            except ValueError:
+                raw = b""
+            if len(raw) == 16 and base64.urlsafe_b64encode(raw).rstrip(b"=").decode() == text:
+                self.data += b"\x01" + raw
+                return
+        encoded = text.encode()
+        if len(encoded) > 255:
+            raise ValueError("an id in a token is at most 255 bytes")
+        self.data += b"\x02" + bytes([len(encoded)]) + encoded
+
+    def next(self) -> str:
+        data, at = self.data, self.offset
+        if at >= len(data):
+            raise InvalidToken()
+        tag = data[at]
+        if tag in (0, 1):
+            raw = data[at + 1:at + 17]
+            if len(raw) != 16:
+                raise InvalidToken()
+            self.offset = at + 17
+            return raw.hex() if tag == 0 else base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+        if tag == 2 and at + 1 < len(data):
+            size = data[at + 1]
+            raw = data[at + 2:at + 2 + size]
+            if len(raw) != size:
+                raise InvalidToken()
+            self.offset = at + 2 + size
+            return raw.decode()
+        raise InvalidToken()
 
 
 class KeyRepository:
@@ -153,5 +242,5 @@ class KeyRepository:
         raw += b"=" * (-len(raw) % 4)
         try:
             return TokenPayload.unpack(self.fernet.decrypt(raw))
-        except (ValueError, TypeError, IndexError):
+        except (ValueError, TypeError, IndexError, UnicodeDecodeError):
             raise InvalidToken() from None

@@ -146,8 +146,8 @@ async def test_project_list_filters(api: KeystoneClient):
         r = await api.as_admin("GET", f"/v3/projects{query}", expect=200)
         return sorted(p["name"] for p in r.json()["projects"])
 
-    assert await names("") == ["admin", "alt_demo", "demo", "p1", "p2", "p3"]
-    assert await names("?domain_id=default") == ["admin", "alt_demo", "demo", "p1", "p2"]
+    assert await names("") == ["admin", "alt_demo", "demo", "p1", "p2", "p3", "service"]
+    assert await names("?domain_id=default") == ["admin", "alt_demo", "demo", "p1", "p2", "service"]
     assert await names(f"?domain_id={other}") == ["p3"]
     assert await names("?name=p1") == ["p1"]
     assert await names("?enabled=false") == ["p2"]

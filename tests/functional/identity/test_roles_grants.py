@@ -260,7 +260,7 @@ async def test_role_assignments_listing(api: KeystoneClient):
     body = r.json()
     assert body["links"] == {"self": f"{V3}/role_assignments", "previous": None, "next": None}
     assignments = body["role_assignments"]
-    assert len(assignments) == 4  # admin on admin and on the system, demo and alt_demo
+    assert len(assignments) == 5  # admin on admin and on the system, demo, alt_demo, nova
     assert {"role": {"id": admin_role}, "user": {"id": admin_id},
             "scope": {"system": {"all": True}},
             "links": {"assignment": f"{V3}/system/users/{admin_id}/roles/{admin_role}"}
