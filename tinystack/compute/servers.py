@@ -18,6 +18,7 @@ actions on a live server in ``actions.py``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -325,32 +326,37 @@ class Servers:
 
     async def build(self, server_ids: list[str], token: str,
                     resolved: Resolved | None = None) -> None:
-        """Schedule each server in turn, bind its ports there, and hand it to its node
+        """Schedule each server in turn (each sees the claims of the ones before), then
+        bind its ports there and hand it to its node, the servers side by side
         (background task)."""
         resolved = resolved or Resolved()
+        launches = []
         for server_id in server_ids:
             placed = await self.core.run(self.schedule, server_id)
-            if placed is None:
-                continue
-            host, zone, project_id = placed
-            ports: list[dict] = []
-            if resolved.nics:
-                try:
-                    ports = await self.core.network.allocate(server_id, project_id, zone,
-                                                             host, resolved)
-                except Exception as exc:  # noqa: BLE001 - any failure ends the build
-                    log.warning("server %s: could not allocate its network: %s",
-                                server_id, exc)
-                    await self.core.run(self.abort_build, server_id,
-                                        f"Build of instance {server_id} aborted: {exc}")
-                    continue
-            spec = await self.core.run(self.launch, server_id, ports)
-            if spec is None:
-                if ports:
-                    await self.core.network.deallocate(ports)
-                continue
-            spec.token = token
-            await self.core.send_spec(spec, host)
+            if placed is not None:
+                launches.append(asyncio.ensure_future(
+                    self._launch(server_id, *placed, token, resolved)))
+        await asyncio.gather(*launches)
+
+    async def _launch(self, server_id: str, host: str, zone: str, project_id: str,
+                      token: str, resolved: Resolved) -> None:
+        ports: list[dict] = []
+        if resolved.nics:
+            try:
+                ports = await self.core.network.allocate(server_id, project_id, zone, host,
+                                                         resolved)
+            except Exception as exc:  # noqa: BLE001 - any failure ends the build
+                log.warning("server %s: could not allocate its network: %s", server_id, exc)
+                await self.core.run(self.abort_build, server_id,
+                                    f"Build of instance {server_id} aborted: {exc}")
+                return
+        spec = await self.core.run(self.launch, server_id, ports)
+        if spec is None:
+            if ports:
+                await self.core.network.deallocate(ports)
+            return
+        spec.token = token
+        await self.core.send_spec(spec, host)
 
     def abort_build(self, server_id: str, message: str) -> None:
         """The build cannot go on: ERROR with ``message``, the claim given back."""

@@ -158,3 +158,17 @@ async def test_adding_and_removing_a_security_group_changes_the_servers_ports(
     assert r.status_code == 404
     assert r.json()["itemNotFound"]["message"] == "Security group nope not found."
     assert [g["name"] for g in (await nova.server(server_id))["security_groups"]] == ["web"]
+
+
+async def test_each_server_of_a_multiple_create_gets_its_own_port(
+        nova, neutron, agent, image_id):
+    await nova.create_server(image_id, networks="auto", min_count=3, name="many")
+    servers = (await nova.ok("GET", "/servers/detail", mv=MV, params={"name": "many"})
+               )["servers"]
+    assert sorted(s["status"] for s in servers) == ["ACTIVE"] * 3
+    addresses = set()
+    for server in servers:
+        [port] = await neutron.ports_of(server["id"])
+        assert server["addresses"]["private"][0]["addr"] == port["fixed_ips"][0]["ip_address"]
+        addresses.add(port["fixed_ips"][0]["ip_address"])
+    assert len(addresses) == 3
