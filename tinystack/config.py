@@ -54,8 +54,9 @@ class IdentitySettings(BaseModel):
     cache_ttl: float = 300.0
     """Seconds a validated token (or a remembered identity read) stays cached; any identity
     write makes every cached answer stale at once. 0 keeps them until a write."""
-    cache_size: int = Field(default=2000, ge=1)
-    """Validated tokens kept cached at most, the least recently used dropped first."""
+    cache_size: int = Field(default=1000, ge=1)
+    """Validated tokens kept cached at most (about 4 kB each), the least recently used
+    dropped first."""
 
 
 class ImageSettings(BaseModel):

@@ -228,5 +228,6 @@ class SideResult:
     load: dict = field(default_factory=dict)        # scenario -> loadgen.Result.as_dict()
     startup_first_s: float | None = None
     startup_second_s: float | None = None
-    idle_rss_bytes: int | None = None
+    idle_rss_bytes: int | None = None                # after the load figures
     idle_rss_pids: list[int] = field(default_factory=list)
+    start_rss_bytes: int | None = None               # after the second start, before load

@@ -129,3 +129,16 @@ def test_one_side_only_is_na():
     rows = [r for r in run.build_rows(ks, None, ["validate"]) if r["figure"]]
     assert [r["verdict"] for r in rows] == ["n/a", "n/a", "n/a"]
     assert "Keystone" in run.render_text(rows) and "| n/a |" in run.render_markdown(rows)
+
+
+def test_idle_rss_after_start_has_its_own_verdict():
+    ts = _side("tinystack", dict(validate=800), 1.2, 140)
+    ts.start_rss_bytes = int(151 * run.MB)
+    rows = run.build_rows(None, ts, ["validate"])
+    (after_start,) = [r for r in rows if r["unit"] == "after start MB"]
+    assert after_start["tinystack"] == "151.0" and after_start["verdict"] == "MISS"
+    assert "150 MB" in after_start["target"]
+    ts.start_rss_bytes = int(110 * run.MB)
+    (after_start,) = [r for r in run.build_rows(None, ts, ["validate"])
+                      if r["unit"] == "after start MB"]
+    assert after_start["verdict"] == "PASS"

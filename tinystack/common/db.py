@@ -3,7 +3,8 @@
 ``Base`` is the one declarative base (one metadata, so one Alembic history);
 ``Database`` owns the engine and hands out transactional sessions. The schema
 is made only by the Alembic migrations in ``tinystack/migrations`` (see
-``upgrade``), never by ``create_all``. SQLite is the default; MariaDB/MySQL and
+``upgrade``, which leaves Alembic unloaded when the database is already at
+the head revision), never by ``create_all``. SQLite is the default; MariaDB/MySQL and
 PostgreSQL URLs are mapped to the drivers tinystack installs (PyMySQL,
 psycopg 3). Services run their queries in worker threads; read
 ``identity/service.py`` for the way a service uses this.
@@ -11,8 +12,11 @@ psycopg 3). Services run their queries in worker threads; read
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import datetime as dt
+import logging
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +26,13 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
-__all__ = ["Base", "Database", "new_id", "utcnow", "upgrade", "normalize_url"]
+__all__ = ["Base", "Database", "new_id", "utcnow", "upgrade", "normalize_url", "at_head",
+           "head_revisions", "current_revision"]
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).parent.parent / "migrations"
+_REVISION_LINE = re.compile(r"^(revision|down_revision)\s*(?::[^=\n]*)?=(.*)$", re.MULTILINE)
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -101,13 +111,61 @@ class Database:
         self.engine.dispose()
 
 
+def head_revisions(versions_dir: Path = MIGRATIONS_DIR / "versions") -> set[str] | None:
+    """The head revisions of the migration files, read from their source without Alembic.
+
+    None when a file does not say plainly, on one line each, what its
+    ``revision`` and ``down_revision`` are; then only Alembic can tell.
+    """
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in sorted(versions_dir.glob("*.py")):
+        found: dict[str, object] = {}
+        for name, value in _REVISION_LINE.findall(path.read_text()):
+            try:
+                found[name] = ast.literal_eval(value.split("#", 1)[0].strip())
+            except (ValueError, SyntaxError):
+                return None
+        revision, down = found.get("revision"), found.get("down_revision", ...)
+        if not isinstance(revision, str) or down is ...:
+            return None
+        revisions.add(revision)
+        if isinstance(down, str):
+            parents.add(down)
+        elif isinstance(down, (tuple, list)):
+            parents.update(down)
+        elif down is not None:
+            return None
+    return revisions - parents or None
+
+
+def at_head(db: Database) -> bool:
+    """Whether the database records exactly the head revisions of the migration files."""
+    heads = head_revisions()
+    if heads is None:
+        return False
+    with db.engine.connect() as connection:
+        if not sa.inspect(connection).has_table("alembic_version"):
+            return False
+        stored = set(connection.execute(sa.text("SELECT version_num FROM alembic_version"))
+                     .scalars())
+    return stored == heads
+
+
 def upgrade(db: Database, revision: str = "head") -> None:
-    """Bring the schema to ``revision`` with the Alembic migrations."""
+    """Bring the schema to ``revision`` with the Alembic migrations.
+
+    A database already at the head is left as it is without loading Alembic
+    (a second start saves its import and environment, a few tenths of a second).
+    """
+    if revision == "head" and at_head(db):
+        log.debug("database schema already at the head revision")
+        return
     from alembic import command
     from alembic.config import Config
 
     config = Config()
-    config.set_main_option("script_location", str(Path(__file__).parent.parent / "migrations"))
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
     with db.engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)

@@ -74,7 +74,20 @@ class Image:
 class ImageClient:
     def __init__(self, base_url: str, *, timeout: float = 10.0):
         self.root = f"{base_url.rstrip('/')}/image"
-        self.http = httpx.AsyncClient(timeout=timeout)
+        self.timeout = timeout
+        self._http: httpx.AsyncClient | None = None
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The HTTP client, made on first use: each holds a TLS context of about a megabyte,
+        and a controller that never boots a server never needs one."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=self.timeout)
+        return self._http
+
+    @http.setter
+    def http(self, client: httpx.AsyncClient) -> None:
+        self._http = client
 
     def image_url(self, image_id: str) -> str:
         return f"{self.root}/v2/images/{image_id}"
@@ -116,4 +129,5 @@ class ImageClient:
             log.warning("could not delete image %s: %s", image_id, response.status_code)
 
     async def close(self) -> None:
-        await self.http.aclose()
+        if self._http is not None:
+            await self._http.aclose()

@@ -6,7 +6,9 @@ them and fingerprinted as Nova does (MD5 of the key blob, colon-separated);
 ``x509`` keys are PEM certificates fingerprinted with SHA-1 of their DER
 form. Generation makes a 2048-bit RSA key (or a self-signed certificate for
 ``x509``) with the ``cryptography`` package and returns the private half
-once; it is never stored.
+once; it is never stored. ``cryptography``'s X.509 and RSA modules are
+imported on first use: two megabytes a process that never sees a key pair
+need not hold.
 """
 
 from __future__ import annotations
@@ -18,10 +20,6 @@ import re
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from sqlalchemy.exc import IntegrityError
 
 from tinystack.common.db import Database, utcnow
@@ -53,6 +51,9 @@ def _colon(digest: bytes) -> str:
 
 def fingerprint(public_key: str, key_type: str = "ssh") -> str:
     """Nova's fingerprint of a public key; BadRequest when the key does not parse."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     try:
         if key_type == "x509":
             cert = x509.load_pem_x509_certificate(public_key.encode())
@@ -66,6 +67,11 @@ def fingerprint(public_key: str, key_type: str = "ssh") -> str:
 
 def _generate(key_type: str, name: str) -> tuple[str, str]:
     """(public key, private key PEM) of a new key pair."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private = key.private_bytes(serialization.Encoding.PEM,
                                 serialization.PrivateFormat.TraditionalOpenSSL,

@@ -40,7 +40,7 @@ import httpx
 
 from tinystack.common.errors import BadRequest, Conflict, NotFound, Unavailable
 
-__all__ = ["Nic", "Networking", "NetworkError", "Resolved", "ServiceAuth", "SERVICE_USER",
+__all__ = ["Nic", "Networking", "NetworkError", "Resolved", "SERVICE_USER",
            "SERVICE_PROJECT", "addresses_of"]
 
 log = logging.getLogger(__name__)
@@ -71,44 +71,6 @@ class Resolved:
     security_group_ids: list[str] = field(default_factory=list)
 
 
-class ServiceAuth:
-    """A token for compute's own user, fetched by password and kept until near expiry."""
-
-    def __init__(self, http: httpx.AsyncClient, identity_url: str,
-                 password: Callable[[], str], *, user: str = SERVICE_USER,
-                 project: str = SERVICE_PROJECT):
-        self.http = http
-        self.url = f"{identity_url.rstrip('/')}/v3/auth/tokens"
-        self.password = password
-        self.user, self.project = user, project
-        self._token = ""
-        self._renew_at = 0.0
-        self._lock = asyncio.Lock()
-
-    async def token(self) -> str:
-        async with self._lock:
-            if self._token and time.monotonic() < self._renew_at:
-                return self._token
-            body = {"auth": {
-                "identity": {"methods": ["password"], "password": {"user": {
-                    "name": self.user, "domain": {"id": "default"},
-                    "password": self.password()}}},
-                "scope": {"project": {"name": self.project, "domain": {"id": "default"}}}}}
-            try:
-                response = await self.http.post(self.url, json=body)
-            except httpx.HTTPError as exc:
-                raise NetworkError(f"The identity service is not available: {exc}") from None
-            if response.status_code != 201:
-                raise NetworkError(f"Compute's service user could not log in "
-                                   f"({response.status_code}).")
-            self._token = response.headers["X-Subject-Token"]
-            expires = response.json()["token"]["expires_at"]
-            left = (dt.datetime.fromisoformat(expires.replace("Z", "+00:00"))
-                    - dt.datetime.now(dt.timezone.utc)).total_seconds()
-            self._renew_at = time.monotonic() + max(0.0, left - 300)
-            return self._token
-
-
 def _message(response: httpx.Response) -> str:
     try:
         body = response.json()
@@ -121,15 +83,57 @@ def _message(response: httpx.Response) -> str:
 class Networking:
     def __init__(self, base_url: str, password: Callable[[], str], *, timeout: float = 30.0):
         self.root = f"{base_url.rstrip('/')}/network/v2.0"
-        self.http = httpx.AsyncClient(timeout=timeout)
-        self.auth = ServiceAuth(self.http, f"{base_url.rstrip('/')}/identity", password)
+        self.identity_url = f"{base_url.rstrip('/')}/identity/v3/auth/tokens"
+        self.password = password
+        self.timeout = timeout
+        self._http: httpx.AsyncClient | None = None
+        self._token = ""
+        self._renew_at = 0.0
+        self._token_lock = asyncio.Lock()
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The HTTP client, made on first use (a controller that never boots a server on
+        a network never needs one)."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=self.timeout)
+        return self._http
+
+    @http.setter
+    def http(self, client: httpx.AsyncClient) -> None:
+        self._http = client
 
     async def close(self) -> None:
-        await self.http.aclose()
+        if self._http is not None:
+            await self._http.aclose()
+
+    async def service_token(self) -> str:
+        """A token of compute's own user, fetched by password and kept until near expiry."""
+        async with self._token_lock:
+            if self._token and time.monotonic() < self._renew_at:
+                return self._token
+            body = {"auth": {
+                "identity": {"methods": ["password"], "password": {"user": {
+                    "name": SERVICE_USER, "domain": {"id": "default"},
+                    "password": self.password()}}},
+                "scope": {"project": {"name": SERVICE_PROJECT, "domain": {"id": "default"}}}}}
+            try:
+                response = await self.http.post(self.identity_url, json=body)
+            except httpx.HTTPError as exc:
+                raise NetworkError(f"The identity service is not available: {exc}") from None
+            if response.status_code != 201:
+                raise NetworkError(f"Compute's service user could not log in "
+                                   f"({response.status_code}).")
+            self._token = response.headers["X-Subject-Token"]
+            expires = response.json()["token"]["expires_at"]
+            left = (dt.datetime.fromisoformat(expires.replace("Z", "+00:00"))
+                    - dt.datetime.now(dt.timezone.utc)).total_seconds()
+            self._renew_at = time.monotonic() + max(0.0, left - 300)
+            return self._token
 
     async def _request(self, method: str, path: str, token: str | None = None,
                        **kwargs: Any) -> httpx.Response:
-        token = token or await self.auth.token()
+        token = token or await self.service_token()
         try:
             return await self.http.request(method, f"{self.root}{path}",
                                            headers={"X-Auth-Token": token}, **kwargs)

@@ -5,9 +5,11 @@
 scope) and issues a token. ``validate`` turns a token id back into a
 ``ValidToken``: payload decrypted, expiry and revocation checked, user,
 scope and roles looked up now. Valid answers are cached per token until the
-identity data changes (``IdentityService.generation``) or the token expires,
-which is what makes validation cheap; ``cached`` is the lock-free fast path
-an async handler may call on the event loop.
+identity data changes (``IdentityService.generation``), the token expires or
+``identity.cache_ttl`` seconds pass, which is what makes validation cheap;
+``cached`` is the lock-free fast path an async handler may call on the event
+loop. The cache keeps at most ``identity.cache_size`` tokens, the least
+recently used dropped first, so a stream of new tokens cannot grow memory.
 
 Every failure to authenticate is the same 401, whatever was wrong, so a
 caller learns nothing about which users exist.
@@ -22,6 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from tinystack.common.cache import BoundedCache
 from tinystack.common.errors import BadRequest, NotFound, Unauthorized
 from tinystack.common.policy import Credentials
 from tinystack.config import IdentitySettings
@@ -197,7 +200,7 @@ class Authenticator:
         self.keys = keys
         self.conf = conf
         self.db = identity.db
-        self._cache: dict[str, ValidToken] = {}
+        self._cache: BoundedCache[ValidToken] = BoundedCache(conf.cache_size, conf.cache_ttl)
         self._revocations = _Revocations()
         self._synced_generation = -1
         self._lock = threading.Lock()
@@ -452,9 +455,7 @@ class Authenticator:
         if valid is None:
             raise not_found
         valid.generation, valid.key_version = generation, key_version
-        if len(self._cache) > 50_000:
-            self._cache.clear()
-        self._cache[token_id] = valid
+        self._cache.put(token_id, valid)
         return valid
 
     def _resolve(self, token_id: str, p: TokenPayload, now: dt.datetime) -> ValidToken | None:
@@ -512,7 +513,7 @@ class Authenticator:
     def revoke(self, valid: ValidToken) -> None:
         self.identity.add_revocation(audit_id=valid.payload.audit_ids[0],
                                      issued_before=utcnow())
-        self._cache.pop(valid.token_id, None)
+        self._cache.pop(valid.token_id)
 
     def render(self, valid: ValidToken, with_catalog: bool = True) -> dict:
         """The ``token`` object of Keystone's token responses."""

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from tinystack.common.cache import BoundedCache
 from tinystack.common.db import Database, new_id, utcnow
 from tinystack.common.errors import BadRequest, Conflict, Forbidden, NotFound
 from tinystack.config import IdentitySettings
@@ -45,6 +46,10 @@ __all__ = ["IdentityService", "Grant", "ROLE_TARGETS"]
 ROLE_TARGETS = ("project", "domain", "system")
 T = TypeVar("T")
 
+REMEMBERED_ENTRIES = 4096
+"""Remembered reads kept at most (see ``IdentityService.remembered``), least recently used
+dropped first."""
+
 
 @dataclass(frozen=True)
 class Grant:
@@ -66,7 +71,8 @@ class IdentityService:
         self.conf = conf
         self.generation = 0
         self._lock = threading.Lock()
-        self._remembered: dict[tuple, tuple[int, Any]] = {}
+        self._remembered: BoundedCache[tuple[int, Any]] = BoundedCache(
+            REMEMBERED_ENTRIES, conf.cache_ttl)
 
     # -- bookkeeping -----------------------------------------------------
 
@@ -74,6 +80,7 @@ class IdentityService:
         """Note a write: every cached token answer and remembered read is now stale."""
         with self._lock:
             self.generation += 1
+        self._remembered.clear()  # all stale now: free them rather than wait for eviction
 
     def remembered(self, key: tuple, compute: Callable[[], T]) -> T:
         """``compute()``, reused until the next write anywhere in identity.
@@ -81,16 +88,15 @@ class IdentityService:
         Identity data changes rarely and is read on every request, so hot
         reads (a token's user, project, roles) are kept per generation. The
         generation is read before computing: a write racing the computation
-        leaves an entry that is already stale.
+        leaves an entry that is already stale. At most ``REMEMBERED_ENTRIES``
+        are kept, each for ``identity.cache_ttl`` seconds at most.
         """
         generation = self.generation
         hit = self._remembered.get(key)
         if hit is not None and hit[0] == generation:
             return hit[1]
         value = compute()
-        if len(self._remembered) > 20_000:
-            self._remembered.clear()
-        self._remembered[key] = (generation, value)
+        self._remembered.put(key, (generation, value))
         return value
 
     def _lookup(self, model: type, obj_id: str | None):

@@ -106,11 +106,10 @@ async def make_compute_cloud(compute_db: str, tmp_path: Path, glance: FakeGlance
                                         base_url="http://testserver")
         images.root = "http://testserver/image"
         network = cloud.services["compute"].network
-        await network.http.aclose()
-        network.http = network.auth.http = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=cloud.asgi), base_url="http://testserver")
+        network.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=cloud.asgi),
+                                         base_url="http://testserver")
         network.root = "http://testserver/network/v2.0"
-        network.auth.url = "http://testserver/identity/v3/auth/tokens"
+        network.identity_url = "http://testserver/identity/v3/auth/tokens"
         return cloud
 
     yield make

@@ -80,7 +80,9 @@ class MetadataProxy:
         self._listen = listen
         """(namespace, address, port) -> a listening socket there (tests listen elsewhere)."""
         self._listeners: dict[str, _Listener] = {}
-        self._client = httpx.AsyncClient(timeout=FORWARD_TIMEOUT, transport=transport)
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        """Made on the first request forwarded: each holds a TLS context of about a megabyte."""
         self.requests = 0
         self.refused = 0
 
@@ -108,7 +110,9 @@ class MetadataProxy:
     async def close(self) -> None:
         for network_id in list(self._listeners):
             await self.remove(network_id)
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
     def networks(self) -> list[str]:
         return sorted(self._listeners)
@@ -178,6 +182,9 @@ class MetadataProxy:
                         "X-Tenant-ID": owner.get("project_id") or "",
                         "X-Instance-ID-Signature": sign(self.secret(), instance_id)})
         try:
+            if self._client is None:
+                self._client = httpx.AsyncClient(timeout=FORWARD_TIMEOUT,
+                                                 transport=self._transport)
             response = await self._client.request(method, self.metadata_url + path,
                                                   headers=forward, content=body or None)
         except httpx.TimeoutException:
