@@ -31,6 +31,10 @@ __all__ = ["FakeComputeDriver", "FakeGuest"]
 _FAILURES = {"temporary": TemporaryFailure, "permanent": PermanentFailure, "gone": ServerGone}
 
 
+def _hardware(spec: ServerSpec) -> tuple[int, int, int, int]:
+    return spec.vcpus, spec.memory_mb, spec.root_gb, spec.ephemeral_gb
+
+
 @dataclass
 class FakeGuest:
     spec: ServerSpec
@@ -157,6 +161,18 @@ class FakeComputeDriver:
         guest = self._guest(spec.id)
         guest.spec, guest.power_state, guest.launched_at = spec, "shutdown", None
         guest.rebuilds += 1
+
+    async def resize_server(self, spec: ServerSpec, *, timeout: float) -> None:
+        guest = self.guests.get(spec.id)
+        if guest is None or _hardware(guest.spec) == _hardware(spec):
+            return
+        await self._op("resize_server", spec.id)
+        guest.spec = spec
+        if guest.power_state in ("running", "paused"):
+            guest.power_state = "running"
+            guest.boots += 1
+            guest.launched_at = dt.datetime.now(dt.UTC).isoformat()
+            guest.console.append(f"tinystack guest {spec.name} ready")
 
     async def snapshot_server(self, server_id: str, *, upload_url: str, token: str,
                               disk_format: str = "qcow2") -> tuple[int, str]:

@@ -15,7 +15,9 @@ Calls answered on the bus besides ``sync_server``: ``console_output``,
 
 Boot, reboot and rebuild are edges, not levels: they happen once per revision. So a
 guest that powers itself off stays off (reported ``stopped``/``shutdown``,
-Nova's SHUTOFF) until a newer revision asks for it to run.
+Nova's SHUTOFF) until a newer revision asks for it to run. Each new revision
+also gives the guest the spec's vCPUs, memory and disk sizes (a resize or its
+revert): the driver restarts a running guest only when they changed.
 
 Failures, as the driver sorts them: temporary ones are retried with
 exponential backoff, and become permanent after ``give_up_after`` tries;
@@ -367,6 +369,9 @@ class ComputeAgent:
         timeout = self.options.shutdown_timeout
         if fresh and spec.rebuild and have is not None:
             await self.driver.rebuild_server(spec)
+            have = await self.driver.inspect_server(spec.id)
+        elif fresh and have is not None and have.power_state != "nostate":
+            await self.driver.resize_server(spec, timeout=timeout)   # a new flavor, or none
             have = await self.driver.inspect_server(spec.id)
         if have is None or fresh or have.power_state == "nostate":
             await self.driver.ensure_server(spec)

@@ -47,6 +47,7 @@ __all__ = [
     "qemu_img_convert",
     "qemu_img_create",
     "qemu_img_info",
+    "qemu_img_resize",
     "qemu_version",
     "run",
     "set_link",
@@ -109,6 +110,12 @@ async def qemu_img_create(path: Path, *, size: int | None = None, backing: Path 
     if size is not None:
         argv.append(str(size))
     await run(argv, timeout=QEMU_IMG_TIMEOUT)
+
+
+async def qemu_img_resize(path: Path, size: int) -> None:
+    """Grow the qcow2 at ``path`` (not in use) to ``size`` bytes."""
+    await run(["qemu-img", "resize", "-q", "-f", "qcow2", str(path), str(size)],
+              timeout=QEMU_IMG_TIMEOUT)
 
 
 async def qemu_img_convert(source: Path, source_format: str, target: Path,

@@ -437,6 +437,29 @@ async def test_rebuild_makes_a_new_disk_once_and_boots_it(harness):
     assert report.power_state == "running"
 
 
+async def test_resize_restarts_a_running_guest_once_and_a_stopped_one_not(harness):
+    driver = FakeComputeDriver()
+    agent = await harness.agent(driver)
+    await agent.receive(spec(memory_mb=192))
+    await harness.conductor.last("srv-1", state="active")
+
+    await agent.receive(spec(revision=2, memory_mb=256, root_gb=2))
+    report = await harness.conductor.last("srv-1", revision=2)
+    await agent.run_once()
+    await agent.receive(spec(revision=3, memory_mb=256, root_gb=2, want="paused"))
+    await harness.conductor.last("srv-1", revision=3, state="paused")
+
+    guest = driver.guests["srv-1"]
+    assert (report.state, report.power_state) == ("active", "running")
+    assert guest.boots == 2 and (guest.spec.memory_mb, guest.spec.root_gb) == (256, 2)
+    assert driver.mutations("srv-1").count("resize_server") == 1
+
+    await agent.receive(spec(revision=4, memory_mb=256, root_gb=2, want="stopped"))
+    await agent.receive(spec(revision=5, memory_mb=512, root_gb=2, want="stopped"))
+    report = await harness.conductor.last("srv-1", revision=5)
+    assert (report.state, guest.boots, guest.spec.memory_mb) == ("stopped", 2, 512)
+
+
 async def test_snapshot_and_serial_console_over_the_bus(harness):
     driver = FakeComputeDriver()
     await harness.agent(driver)

@@ -156,6 +156,12 @@ class ComputeDriver(Protocol):
     async def rebuild_server(self, spec: ServerSpec) -> None:
         """Stop the guest hard and make its root disk (and config drive) anew from ``spec``."""
 
+    async def resize_server(self, spec: ServerSpec, *, timeout: float) -> None:
+        """Give an existing server the vCPUs, memory and disk sizes of ``spec`` (a resize,
+        or its revert): disks grow, never shrink; a guest that runs with other figures
+        shuts down cleanly (hard after ``timeout`` seconds) and starts again with these.
+        Nothing when it has them already, or when nothing of the server exists yet."""
+
     async def snapshot_server(self, server_id: str, *, upload_url: str, token: str,
                               disk_format: str = "qcow2") -> tuple[int, str]:
         """Write the root disk as one self-contained image and ``PUT`` it to ``upload_url``

@@ -25,7 +25,8 @@ actions are QMP commands: ``stop``/``cont`` (pause), ``system_powerdown``
 (clean stop, ``quit`` after a timeout), ``system_reset`` (hard reboot), a soft
 reboot is a clean power-down caught with ``set-action shutdown=pause`` and a
 reset, suspend is a migration of the paused guest to ``memory.state``. A
-snapshot of a running guest is a ``drive-backup`` block job (a stopped one is
+resize grows the disks (``qemu-img resize``) and restarts a running guest whose
+``-smp``/``-m`` differ from the flavor's. A snapshot of a running guest is a ``drive-backup`` block job (a stopped one is
 a ``qemu-img convert``), uploaded with ``image_cache.upload_image``; a rebuild
 removes the root disk and config drive and makes them again. The serial port
 is offered over TCP by ``serial_ports.py``. TCG
@@ -104,6 +105,16 @@ class QemuOptions:
 
 def _alias(server_id: str) -> str:
     return f"tinystack server {server_id}"
+
+
+def _hardware(argv: list[str]) -> tuple[int, int] | None:
+    """(vCPUs, MiB) a qemu command line gives its guest; None if it does not say."""
+    try:
+        vcpus = int(argv[argv.index("-smp") + 1].split(",")[0])
+        memory = argv[argv.index("-m") + 1]
+        return vcpus, int(memory.removesuffix("M"))
+    except (ValueError, IndexError):
+        return None
 
 
 class QemuDriver:
@@ -561,6 +572,35 @@ class QemuDriver:
         for old in (paths.disk, paths.config, paths.state):
             old.unlink(missing_ok=True)
         await self.ensure_server(spec)
+
+    async def resize_server(self, spec: ServerSpec, *, timeout: float) -> None:
+        paths = self._paths(spec.id)
+        if not paths.disk.exists():
+            return
+        grow = []
+        for disk, gb in ((paths.disk, spec.root_gb), (paths.ephemeral, spec.ephemeral_gb)):
+            if gb and disk.exists():
+                try:
+                    size = (await host.qemu_img_info(disk))["virtual-size"]
+                except (host.HostError, KeyError) as exc:
+                    raise TemporaryFailure(f"cannot read the size of {disk.name}: {exc}") \
+                        from None
+                if size < gb * 2**30:
+                    grow.append((disk, gb * 2**30))
+        running = self._live_pid(spec.id) is not None and not paths.state.exists()
+        now = _hardware(self._guest_record(spec.id).get("argv") or [])
+        restart = running and (bool(grow) or now not in (None, (spec.vcpus, spec.memory_mb))
+                               or bool(spec.ephemeral_gb and not paths.ephemeral.exists()))
+        if not grow and not restart:
+            return
+        log.info("compute: server %s gets %d vCPU, %d MiB, %d GiB%s", spec.id, spec.vcpus,
+                 spec.memory_mb, spec.root_gb, "; restarting it" if restart else "")
+        if restart:
+            await self.power_off(spec.id, timeout=timeout)
+        for disk, size in grow:
+            await self._host(host.qemu_img_resize(disk, size))
+        if restart:
+            await self.power_on(spec)
 
     async def snapshot_server(self, server_id: str, *, upload_url: str, token: str,
                               disk_format: str = "qcow2") -> tuple[int, str]:
