@@ -313,17 +313,23 @@ def e2e_backends(config: pytest.Config) -> dict[str, str | None]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "e2e_backend" in metafunc.fixturenames:
         backends = list(e2e_backends(metafunc.config))
+        marker = metafunc.definition.get_closest_marker("backends")
+        if marker is not None:
+            # a module of real guests runs once on the in-process bus and once on RabbitMQ
+            # (the first broker backend), not on every database: the data path is the same
+            wanted = [b for b in backends if b == "local"]
+            wanted += [b for b in backends if b != "local"][:marker.kwargs.get("brokers", 1)]
+            backends = wanted
         metafunc.parametrize("e2e_backend", backends, indirect=True, scope="module")
 
 
-@pytest.fixture(scope="session")
-def e2e_amqp_url(amqp_url: str) -> Iterator[str]:
-    """``amqp_url`` on a virtual host of this session's own, when the broker is local.
+@contextlib.contextmanager
+def private_vhost(amqp_url: str) -> Iterator[str]:
+    """``amqp_url`` on a virtual host of its own, when the broker is local; deleted after.
 
-    Every tinystack names its broker objects alike, so two test sessions on one
-    broker (a developer's and CI's) would hear each other's messages. A local
-    broker gets a fresh vhost through ``rabbitmqctl``; elsewhere the URL is
-    used as given.
+    Every tinystack names its broker objects alike, so two clouds on one vhost
+    hear each other's messages. A local broker gets a fresh vhost through
+    ``rabbitmqctl``; elsewhere the URL is used as given.
     """
     parts = urlsplit(amqp_url)
     ctl = shutil.which("rabbitmqctl")
@@ -348,6 +354,23 @@ def e2e_amqp_url(amqp_url: str) -> Iterator[str]:
         yield urlunsplit(parts._replace(path=f"/{vhost}"))
     finally:
         ctl_run("delete_vhost", vhost)
+
+
+@pytest.fixture(scope="session")
+def e2e_amqp_url(amqp_url: str) -> Iterator[str]:
+    """``amqp_url`` on a virtual host of this session's own (``private_vhost``), so two
+    test sessions on one broker (a developer's and CI's) do not hear each other."""
+    with private_vhost(amqp_url) as url:
+        yield url
+
+
+@pytest.fixture
+def own_amqp_url(amqp_url: str) -> Iterator[str]:
+    """``amqp_url`` on a virtual host of this test's own (``private_vhost``): for a test
+    that starts a cloud of several nodes while a module's ``tinystack_up`` on RabbitMQ
+    still runs on the session's vhost."""
+    with private_vhost(amqp_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

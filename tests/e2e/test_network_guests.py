@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 from netlab import require_root
 
-pytestmark = pytest.mark.skipif(require_root() is not None, reason=require_root() or "")
+pytestmark = [pytest.mark.skipif(require_root() is not None, reason=require_root() or ""),
+              pytest.mark.backends(brokers=1)]
 
 READY = re.compile(r"tinystack-guest ready: hostname=(\S+) addresses=(\S+)")
 BOOT_DEADLINE = 180.0
@@ -51,7 +52,7 @@ def host_ping(address: str) -> bool:
                           capture_output=True, timeout=15).returncode == 0
 
 
-def ping_until(address: str, want: bool, deadline: float = 20.0) -> bool:
+def ping_until(address: str, want: bool, deadline: float = 30.0) -> bool:
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         if host_ping(address) == want:
