@@ -206,7 +206,8 @@ def _child_argv(args: argparse.Namespace) -> list[str]:
 def _print_welcome(settings, url: str, pid: int) -> None:
     print(f"tinystack is up at {url} (pid {pid}, roles {', '.join(settings.roles)})")
     print(f"  log:         {settings.log_file}")
-    clouds = _read_clouds(settings.clouds_yaml)
+    # only a controller wrote the clouds.yaml entries; a compute node's would be anyone's
+    clouds = _read_clouds(settings.clouds_yaml) if "controller" in settings.roles else {}
     if clouds:
         print(f"  clouds.yaml: {settings.clouds_yaml}")
         width = max(len(name) for name in clouds)

@@ -96,10 +96,11 @@ def _admin(project_id: str) -> Credentials:
 
 
 async def _upload(component, creds: Credentials, name: str, path: Path, disk_format: str,
-                  container_format: str, properties: dict[str, str]) -> str:
+                  container_format: str, properties: dict[str, str], *,
+                  min_ram: int = 0) -> str:
     images = component.images
     base = {"name": name, "disk_format": disk_format, "container_format": container_format,
-            "visibility": "public"}
+            "visibility": "public", "min_ram": min_ram}
     image = await asyncio.to_thread(images.create, creds, base, dict(properties), [])
     await component.data.upload(creds, image.id, _chunks(path), lambda _: None,
                                 path.stat().st_size)
@@ -153,4 +154,4 @@ async def ensure_default_image(component, *, transport: httpx.AsyncBaseTransport
         properties = guest.image_properties(kernel_id, ramdisk_id)
     properties.update(mark)
     return await _upload(component, creds, guest.name, guest.disk, guest.disk_format,
-                         guest.container_format, properties)
+                         guest.container_format, properties, min_ram=guest.min_ram_mb)

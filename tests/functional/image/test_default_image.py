@@ -52,6 +52,7 @@ async def test_uploads_tiny_with_its_kernel_and_ramdisk(glance, guest):
     assert all(i["visibility"] == "public" and i["owner"] == admin and i["status"] == "active"
                for i in images.values())
     assert (tiny["disk_format"], tiny["container_format"]) == ("qcow2", "bare")
+    assert tiny["min_ram"] == guest.min_ram_mb > 64  # the kernel and initramfs need it
     assert tiny["virtual_size"] == 8 * 1024 * 1024
     assert tiny["kernel_id"] == images["tiny-kernel"]["id"]
     assert tiny["ramdisk_id"] == images["tiny-ramdisk"]["id"]
