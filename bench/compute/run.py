@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
-import http.client
 import json
 import math
 import os
@@ -56,36 +55,23 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import yaml
-
 HERE = Path(__file__).resolve().parent
 BENCH_DIR = HERE.parent
+sys.path.insert(0, str(BENCH_DIR))
+
+from cloud import (ApiError, Cloud, LoadSampler, clean_env, cpu_seconds, free_port,  # noqa: E402
+                   log, warn_if_busy)
+
 WORK = BENCH_DIR / ".ref" / "compute"
 MIB = 1024 * 1024
 READY = re.compile(r"tinystack-guest ready: hostname=(\S*) addresses=(\S*) uptime=([\d.]+)")
 MICROVERSION = "2.37"
 """The first microversion that takes ``networks: "none"`` and ``"auto"``."""
 TARGETS = {"active_s": 1.5, "ready_s": 6.0, "burst_ready_s": 30.0, "own_mib": 100.0}
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def tinystack_bin() -> list[str]:
-    script = Path(sys.executable).parent / "tinystack"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "tinystack"]
 
 
 def median(values: list[float]) -> float:
@@ -103,65 +89,12 @@ def parse_ready(text: str) -> dict | None:
 # -- the server -----------------------------------------------------------------------
 
 
-class ApiError(RuntimeError):
-    pass
+class ComputeCloud(Cloud):
+    """The bench's tinystack (``bench/cloud.py``), with the compute calls it makes."""
 
-
-@dataclass
-class Cloud:
-    data_dir: Path
-    port: int
-    env: dict
-    pid: int = 0
-    token: str = ""
-    project_id: str = ""
-
-    def start(self) -> None:
-        argv = [*tinystack_bin(), "up", "-d", "--data-dir", str(self.data_dir), "--port",
-                str(self.port), "--clouds-yaml", str(self.data_dir.parent / "clouds.yaml")]
-        done = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=240,
-                              stdin=subprocess.DEVNULL)
-        if done.returncode != 0:
-            raise SystemExit(f"tinystack up failed:\n{done.stdout}\n{done.stderr}")
-        self.pid = int((self.data_dir / "tinystack.pid").read_text().split()[0])
-        password = yaml.safe_load((self.data_dir / "credentials.yaml").read_text())["admin"]
-        body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-            "name": "admin", "domain": {"id": "default"}, "password": password}}},
-            "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}}
-        status, headers, reply = self.call("POST", "/identity/v3/auth/tokens", body, auth=False)
-        if status != 201:
-            raise ApiError(f"admin login: HTTP {status}")
-        self.token = headers["x-subject-token"]
-        self.project_id = reply["token"]["project"]["id"]
-
-    def stop(self) -> None:
-        subprocess.run([*tinystack_bin(), "down", "--data-dir", str(self.data_dir)],
-                       env=self.env, capture_output=True, timeout=180)
-
-    def call(self, method: str, path: str, body=None, auth: bool = True):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
-        headers = {"Content-Type": "application/json",
-                   "OpenStack-API-Version": f"compute {MICROVERSION}"}
-        if auth:
-            headers["X-Auth-Token"] = self.token
-        try:
-            conn.request(method, path, body=json.dumps(body) if body is not None else None,
-                         headers=headers)
-            response = conn.getresponse()
-            payload = response.read()
-        finally:
-            conn.close()
-        try:
-            data = json.loads(payload) if payload else None
-        except ValueError:
-            data = payload.decode(errors="replace")
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, data
-
-    def ok(self, method: str, path: str, body=None, expect=(200, 201, 202, 204)):
-        status, _, data = self.call(method, path, body)
-        if status not in expect:
-            raise ApiError(f"{method} {path}: HTTP {status} {str(data)[:300]}")
-        return data
+    def __init__(self, data_dir: Path, port: int, env: dict):
+        super().__init__(data_dir, port, env, clouds_yaml=data_dir.parent / "clouds.yaml",
+                         headers={"OpenStack-API-Version": f"compute {MICROVERSION}"})
 
     # compute, the few calls the bench makes
 
@@ -187,14 +120,7 @@ class Cloud:
         networks appear a little after ``up`` returns, so this waits for them)."""
         if network in ("none", "auto"):
             return network
-        deadline = time.monotonic() + timeout
-        while True:
-            for found in self.ok("GET", "/network/v2.0/networks")["networks"]:
-                if network in (found["id"], found["name"]):
-                    return found["id"]
-            if time.monotonic() > deadline:
-                raise ApiError(f"no network {network} after {timeout:g} s")
-            time.sleep(0.5)
+        return self.network_id(network, timeout)
 
     def unlimited_quota(self) -> None:
         """Lift the admin project's instance, core and RAM quota (a throwaway cloud)."""
@@ -274,44 +200,12 @@ def qemu_memory(pid: int, guest_ram_mib: int, tb_mib: int | None) -> dict:
             for k, v in figures.items()}
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process has used: the cost of a boot, which noise moves
-    much less than its wall time."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def tb_size_of(argv: list[str]) -> int | None:
     for word in argv:
         found = re.search(r"tb-size=(\d+)", word)
         if found:
             return int(found[1])
     return None
-
-
-# -- load ------------------------------------------------------------------------------
-
-
-class LoadSampler:
-    """The 1-minute load average, every 2 s while in use."""
-
-    def __init__(self):
-        self.samples: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append(os.getloadavg()[0])
-            self._stop.wait(2.0)
-
-    def __enter__(self) -> LoadSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 # -- the figures -----------------------------------------------------------------------
@@ -351,7 +245,8 @@ class Results:
 
 
 def server_body(name: str, image: str, flavor: str, network: str, count: int = 1) -> dict:
-    """``network``: ``none``, ``auto`` or a network id (``Cloud.network_ref`` resolves names)."""
+    """``network``: ``none``, ``auto`` or a network id (``ComputeCloud.network_ref`` resolves
+    names)."""
     networks = network if network in ("none", "auto") else [{"uuid": network}]
     body = {"name": name, "imageRef": image, "flavorRef": flavor, "networks": networks}
     if count > 1:
@@ -359,7 +254,8 @@ def server_body(name: str, image: str, flavor: str, network: str, count: int = 1
     return body
 
 
-def wait_active(cloud: Cloud, server_id: str, t0: float, poll: float, timeout: float) -> float:
+def wait_active(cloud: ComputeCloud, server_id: str, t0: float, poll: float,
+                timeout: float) -> float:
     while True:
         server = cloud.server(server_id)
         if server is not None and server["status"] == "ACTIVE":
@@ -372,7 +268,7 @@ def wait_active(cloud: Cloud, server_id: str, t0: float, poll: float, timeout: f
         time.sleep(poll)
 
 
-def wait_ready(cloud: Cloud, server_id: str, t0: float, poll: float, timeout: float):
+def wait_ready(cloud: ComputeCloud, server_id: str, t0: float, poll: float, timeout: float):
     while True:
         ready = parse_ready(cloud.console(server_id))
         if ready is not None:
@@ -382,7 +278,7 @@ def wait_ready(cloud: Cloud, server_id: str, t0: float, poll: float, timeout: fl
         time.sleep(poll)
 
 
-def delete_and_wait(cloud: Cloud, server_ids: list[str], timeout: float = 120) -> float:
+def delete_and_wait(cloud: ComputeCloud, server_ids: list[str], timeout: float = 120) -> float:
     started = time.monotonic()
     for server_id in server_ids:
         cloud.delete(server_id)
@@ -396,11 +292,11 @@ def delete_and_wait(cloud: Cloud, server_ids: list[str], timeout: float = 120) -
     return time.monotonic() - started
 
 
-def qemu_pid(cloud: Cloud, server_id: str) -> int:
+def qemu_pid(cloud: ComputeCloud, server_id: str) -> int:
     return int((cloud.instance_dir(server_id) / "qemu.pid").read_text().split()[0])
 
 
-def one_boot(cloud: Cloud, args, image: str, flavor: dict, name: str,
+def one_boot(cloud: ComputeCloud, args, image: str, flavor: dict, name: str,
              measure_memory: bool = True) -> tuple[Boot, list[str]]:
     t0 = time.monotonic()
     created = cloud.create(server_body(name, image, flavor["id"], args.network))
@@ -418,7 +314,7 @@ def one_boot(cloud: Cloud, args, image: str, flavor: dict, name: str,
     return boot, argv
 
 
-def burst_ids(cloud: Cloud, args, image: str, flavor: dict) -> list[str]:
+def burst_ids(cloud: ComputeCloud, args, image: str, flavor: dict) -> list[str]:
     """Create ``--burst`` servers at once: one POST with min_count, or that many POSTs."""
     count = args.burst
     if args.burst_mode == "posts":
@@ -435,7 +331,7 @@ def burst_ids(cloud: Cloud, args, image: str, flavor: dict) -> list[str]:
     return ids
 
 
-def burst(cloud: Cloud, args, image: str, flavor: dict) -> dict:
+def burst(cloud: ComputeCloud, args, image: str, flavor: dict) -> dict:
     count = args.burst
     t0 = time.monotonic()
     ids = burst_ids(cloud, args, image, flavor)
@@ -581,7 +477,7 @@ def run_reference(argv: list[str], base_disk: Path, workdir: Path, *, paused: bo
     return result
 
 
-def references(cloud: Cloud, argv: list[str], image: str, flavor: dict, args) -> dict:
+def references(cloud: ComputeCloud, argv: list[str], image: str, flavor: dict, args) -> dict:
     base = cloud.data_dir / "compute" / "images" / image
     common = {"base_disk": base, "guest_ram_mib": flavor["ram"], "settle": args.settle,
               "timeout": args.timeout}
@@ -659,14 +555,13 @@ def breakdown(records: list[dict], boots: list[Boot]) -> dict:
 def run(args) -> Results:
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "TINYSTACK_"))}
-    env["TINYSTACK_LOG_LEVEL"] = args.log_level
+    env = clean_env(TINYSTACK_LOG_LEVEL=args.log_level)
     trace_file = WORK / "trace.jsonl"
     if args.trace:
         env["TINYSTACK_BENCH_TRACE"] = str(trace_file)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE / "tracehook"),
                                                           env.get("PYTHONPATH")]))
-    cloud = Cloud(WORK / "data", args.port or free_port(), env)
+    cloud = ComputeCloud(WORK / "data", args.port or free_port(), env)
     results = Results(network=args.network)
     log(f"starting tinystack on port {cloud.port}")
     cloud.start()
@@ -852,9 +747,7 @@ def main() -> int:
         parser.error("--count must be at least 1")
     if shutil.which("qemu-system-x86_64") is None:
         sys.exit("compute bench: qemu-system-x86_64 is not installed")
-    load = os.getloadavg()[0]
-    if load > 1:
-        log(f"load average is {load:.1f}: the figures will be noisy")
+    warn_if_busy()
     try:
         results = run(args)
     except ApiError as exc:

@@ -10,8 +10,8 @@ import ipaddress
 import json
 import os
 import re
-import socket
 import sqlite3
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -24,6 +24,12 @@ BENCH_DIR = HERE.parent
 REPO_ROOT = BENCH_DIR.parent
 # Everything the benchmark builds or starts lives here; it is gitignored.
 REF_DIR = BENCH_DIR / ".ref"
+
+# What every bench shares (bench/cloud.py, standard library only too); the identity
+# bench keeps its own HTTP client and its own way of driving tinystack, which it times.
+if str(BENCH_DIR) not in sys.path:
+    sys.path.insert(1, str(BENCH_DIR))
+from cloud import find_tinystack, free_port, log, rss_bytes  # noqa: E402, F401
 
 # tinystack hashes passwords with bcrypt at this cost; the reference Keystone
 # is configured with the same cost so that password issue compares like with like.
@@ -47,12 +53,6 @@ def assert_loopback(url: str) -> None:
     except ValueError:
         pass
     raise BenchError(f"refusing to send benchmark traffic to non-loopback host {host!r}")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- #
@@ -130,17 +130,6 @@ def process_tree(pid: int) -> list[int]:
             out.append(p)
             todo.extend(kids.get(p, []))
     return out
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident set size of one process, in bytes (0 if it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def tree_rss_bytes(pid: int) -> tuple[int, list[int]]:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import BCRYPT_COST, REF_DIR, BenchError, SideResult  # noqa: E402
+from common import BCRYPT_COST, REF_DIR, BenchError, SideResult, log  # noqa: E402
 from loadgen import LoadGen  # noqa: E402
 import scenarios  # noqa: E402
 
@@ -36,10 +36,6 @@ STARTUP_TARGET_S = 3.0
 MEMORY_TARGET_MB = 150
 # figure -> minimum tinystack/keystone requests-per-second ratio
 RATE_TARGETS = {"password": 1.0, "rescope": 20.0, "validate": 20.0, "projects": 20.0}
-
-
-def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- #

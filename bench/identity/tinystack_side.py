@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from common import (REF_DIR, REPO_ROOT, BenchError, assert_loopback, bcrypt_costs_under,
-                    free_port, http, pid_alive, tree_rss_bytes)
+                    find_tinystack, free_port, http, pid_alive, tree_rss_bytes)
 
 DATA_DIR = REF_DIR / "tinystack-data"
 CLI_LOG = REF_DIR / "tinystack-cli.log"
@@ -28,12 +28,9 @@ CLOUDS_YAML = REF_DIR / "tinystack-clouds.yaml"
 
 
 def find_cli() -> Path:
-    local = REPO_ROOT / ".venv" / "bin" / "tinystack"
-    if local.exists():
-        return local
-    found = shutil.which("tinystack")
+    found = find_tinystack()
     if found:
-        return Path(found)
+        return found
     raise BenchError("the tinystack command was not found (expected .venv/bin/tinystack "
                      "in the repository; install the project into its .venv first)")
 

@@ -39,24 +39,24 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import hashlib
-import http.client
 import json
 import os
 import queue
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 BENCH_DIR = Path(__file__).resolve().parent.parent
-REPO = BENCH_DIR.parent
+sys.path.insert(0, str(BENCH_DIR))
+
+from cloud import (Cloud, clean_env, cpu_seconds, free_port, log,  # noqa: E402
+                   warn_if_busy)
+
 WORK = BENCH_DIR / ".ref" / "image"
 MIB = 1024 * 1024
 BLOCK = 4 * MIB
@@ -65,70 +65,7 @@ SYNC_EVERY = 64 * MIB
 TARGET = 0.70
 
 
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def tinystack_bin() -> list[str]:
-    script = Path(sys.executable).parent / "tinystack"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "tinystack"]
-
-
-# -- the server ---------------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    data_dir: Path
-    port: int
-    env: dict
-    pid: int = 0
-    token: str = ""
-
-    def start(self) -> None:
-        argv = [*tinystack_bin(), "up", "-d", "--data-dir", str(self.data_dir), "--port",
-                str(self.port), "--clouds-yaml", str(self.data_dir / "clouds.yaml")]
-        done = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=180,
-                              stdin=subprocess.DEVNULL)
-        if done.returncode != 0:
-            raise SystemExit(f"tinystack up failed:\n{done.stdout}\n{done.stderr}")
-        self.pid = int((self.data_dir / "tinystack.pid").read_text().split()[0])
-        password = yaml.safe_load((self.data_dir / "credentials.yaml").read_text())["admin"]
-        body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-            "name": "admin", "domain": {"id": "default"}, "password": password}}},
-            "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}}
-        status, headers, _ = self.call("POST", "/identity/v3/auth/tokens", body, auth=False)
-        assert status == 201, status
-        self.token = headers["x-subject-token"]
-
-    def stop(self) -> None:
-        subprocess.run([*tinystack_bin(), "down", "--data-dir", str(self.data_dir)],
-                       env=self.env, capture_output=True, timeout=120)
-
-    def call(self, method: str, path: str, body=None, auth: bool = True):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
-        headers = {"Content-Type": "application/json"}
-        if auth:
-            headers["X-Auth-Token"] = self.token
-        conn.request(method, path, body=json.dumps(body) if body is not None else None,
-                     headers=headers)
-        response = conn.getresponse()
-        payload = response.read()
-        conn.close()
-        return (response.status, {k.lower(): v for k, v in response.getheaders()},
-                json.loads(payload) if payload else None)
-
-    def rss(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
+# -- what the server costs ----------------------------------------------------------
 
 
 def own_cpu() -> float:
@@ -139,14 +76,13 @@ def own_cpu() -> float:
 class CPU:
     """CPU seconds the server and this process spend inside the block (noise-proof work)."""
 
-    def __init__(self, server: Server | None = None):
+    def __init__(self, server: Cloud | None = None):
         self.server, self.seconds = server, 0.0
 
     def _now(self) -> float:
         total = own_cpu()
         if self.server is not None:
-            fields = Path(f"/proc/{self.server.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            total += cpu_seconds(self.server.pid)
         return total
 
     def __enter__(self) -> CPU:
@@ -160,7 +96,7 @@ class CPU:
 class PeakRSS:
     """Samples the server's RSS every 20 ms while in use; ``peak`` is the largest seen."""
 
-    def __init__(self, server: Server):
+    def __init__(self, server: Cloud):
         self.server, self.peak = server, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -275,7 +211,7 @@ def _read_head(sock: socket.socket) -> tuple[int, dict, bytes]:
     return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, rest
 
 
-def timed_upload(server: Server, source: Path, size: int) -> tuple[float, str]:
+def timed_upload(server: Cloud, source: Path, size: int) -> tuple[float, str]:
     """PUT the file (sendfile); seconds until the answer, and the new image's id."""
     status, _, image = server.call("POST", "/image/v2/images", {
         "name": "bench", "disk_format": "raw", "container_format": "bare"})
@@ -293,7 +229,7 @@ def timed_upload(server: Server, source: Path, size: int) -> tuple[float, str]:
     return elapsed, image["id"]
 
 
-def timed_download(server: Server, image_id: str, target: Path, size: int) -> float:
+def timed_download(server: Cloud, image_id: str, target: Path, size: int) -> float:
     """GET into a file: one thread receives into a ring of buffers, another writes them out,
     so the client keeps up with the server (the upload's client is ``sendfile``)."""
     path = f"/image/v2/images/{image_id}/file"
@@ -396,9 +332,9 @@ def run(args) -> Results:
     source, copy_target, download_target = WORK / "source.raw", WORK / "copy.raw", WORK / "down.raw"
     log(f"writing {args.size_mib} MiB of random bytes to {source}")
     source_sha512 = make_source(source, size)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "TINYSTACK_"))}
-    env.update(TINYSTACK_IMAGE__DEFAULT_IMAGE="false", TINYSTACK_LOG_LEVEL="warning")
-    server = Server(WORK / "data", args.port or free_port(), env)
+    env = clean_env(TINYSTACK_IMAGE__DEFAULT_IMAGE="false", TINYSTACK_LOG_LEVEL="warning")
+    server = Cloud(WORK / "data", args.port or free_port(), env, call_timeout=600,
+                   up_timeout=180, down_timeout=120)
     log(f"starting tinystack on port {server.port}")
     server.start()
     results = Results(size=size)
@@ -496,9 +432,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep bench/.ref/image afterwards")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     args = parser.parse_args()
-    load = os.getloadavg()[0]
-    if load > 1:
-        log(f"load average is {load:.1f}: the figures will be noisy")
+    warn_if_busy()
     results = run(args)
     print(table(results, args.rounds))
     if args.json:
