@@ -26,11 +26,11 @@ import socket
 import subprocess
 import time
 import uuid
-from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from guests import ssh
 from netlab import require_root
 from tcpforward import TcpForwarder
 
@@ -193,20 +193,6 @@ def wait_for_ready(ts, server: str) -> tuple[str, str]:
         return wait_until(f"{server} prints its ready line", ready, BOOT_DEADLINE)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{last['log'][-3000:]}") from None
-
-
-def ssh(key: Path, address: str, command: str, timeout: float = 40) -> subprocess.CompletedProcess:
-    argv = ["ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no",
-            "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5",
-            "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", f"root@{address}", command]
-    deadline = time.monotonic() + timeout
-    while True:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                                stdin=subprocess.DEVNULL)
-        # 255: ssh itself failed (dropbear not up yet); anything else is the command's
-        if result.returncode != 255 or time.monotonic() > deadline:
-            return result
-        time.sleep(1)
 
 
 def node2_leftovers(data_network: DataNetwork, node2) -> list[str]:

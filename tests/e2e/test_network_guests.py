@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from guests import ssh
 from netlab import require_root
 
 pytestmark = [pytest.mark.skipif(require_root() is not None, reason=require_root() or ""),
@@ -74,17 +75,7 @@ class Guests:
 
     def ssh(self, address: str, command: str, *, check: bool = True,
             timeout: float = 30) -> subprocess.CompletedProcess:
-        argv = ["ssh", "-i", str(self.key), "-o", "StrictHostKeyChecking=no",
-                "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5",
-                "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", f"root@{address}", command]
-        deadline = time.monotonic() + timeout
-        while True:
-            result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                                    stdin=subprocess.DEVNULL)
-            # 255: ssh itself failed (dropbear not up yet); anything else is the command's
-            if result.returncode != 255 or time.monotonic() > deadline:
-                break
-            time.sleep(1)
+        result = ssh(self.key, address, command, timeout)
         if check:
             assert result.returncode == 0, (command, result.returncode, result.stderr)
         return result

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from tinystack.common.client import ApiClient
 from tinystack.common.errors import Unavailable
 
 __all__ = ["Image", "ImageClient", "ImageNotFound", "ImageServiceError"]
@@ -71,23 +72,10 @@ class Image:
                 "checksum": self.checksum, "properties": dict(self.properties)}
 
 
-class ImageClient:
+class ImageClient(ApiClient):
     def __init__(self, base_url: str, *, timeout: float = 10.0):
+        super().__init__(timeout=timeout)
         self.root = f"{base_url.rstrip('/')}/image"
-        self.timeout = timeout
-        self._http: httpx.AsyncClient | None = None
-
-    @property
-    def http(self) -> httpx.AsyncClient:
-        """The HTTP client, made on first use: each holds a TLS context of about a megabyte,
-        and a controller that never boots a server never needs one."""
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=self.timeout)
-        return self._http
-
-    @http.setter
-    def http(self, client: httpx.AsyncClient) -> None:
-        self._http = client
 
     def image_url(self, image_id: str) -> str:
         return f"{self.root}/v2/images/{image_id}"
@@ -127,7 +115,3 @@ class ImageClient:
         response = await self._request("DELETE", self.image_url(image_id), token)
         if response.status_code not in (204, 404):
             log.warning("could not delete image %s: %s", image_id, response.status_code)
-
-    async def close(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()

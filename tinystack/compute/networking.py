@@ -38,6 +38,7 @@ from typing import Any
 
 import httpx
 
+from tinystack.common.client import ApiClient
 from tinystack.common.errors import BadRequest, Conflict, NotFound, Unavailable
 
 __all__ = ["Nic", "Networking", "NetworkError", "Resolved", "SERVICE_USER",
@@ -80,32 +81,15 @@ def _message(response: httpx.Response) -> str:
         return response.text[:200]
 
 
-class Networking:
+class Networking(ApiClient):
     def __init__(self, base_url: str, password: Callable[[], str], *, timeout: float = 30.0):
+        super().__init__(timeout=timeout)
         self.root = f"{base_url.rstrip('/')}/network/v2.0"
         self.identity_url = f"{base_url.rstrip('/')}/identity/v3/auth/tokens"
         self.password = password
-        self.timeout = timeout
-        self._http: httpx.AsyncClient | None = None
         self._token = ""
         self._renew_at = 0.0
         self._token_lock = asyncio.Lock()
-
-    @property
-    def http(self) -> httpx.AsyncClient:
-        """The HTTP client, made on first use (a controller that never boots a server on
-        a network never needs one)."""
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=self.timeout)
-        return self._http
-
-    @http.setter
-    def http(self, client: httpx.AsyncClient) -> None:
-        self._http = client
-
-    async def close(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
 
     async def service_token(self) -> str:
         """A token of compute's own user, fetched by password and kept until near expiry."""

@@ -86,13 +86,19 @@ class TokenPayload:
         scope_id = ids.next() if kind in (1, 2) else None
         audit_ids = tuple(ids.next() for _ in range(audits))
         app_cred_id = ids.next() if app_cred else None
+        return cls._make(user_id, mask, kind, scope_id, expires, issued, audit_ids,
+                         app_cred_id)
+
+    @classmethod
+    def _make(cls, user_id: str, mask: int, kind: int, scope_id: str | None, expires: float,
+              issued: float, audit_ids, app_cred_id: str | None) -> "TokenPayload":
         utc = dt.timezone.utc
         return cls(
             user_id=user_id,
             methods=tuple(m for i, m in enumerate(_METHODS) if mask & (1 << i)),
             expires_at=dt.datetime.fromtimestamp(expires, utc).replace(tzinfo=None),
             issued_at=dt.datetime.fromtimestamp(issued, utc).replace(tzinfo=None),
-            audit_ids=audit_ids,
+            audit_ids=tuple(audit_ids),
             project_id=scope_id if kind == 1 else None,
             domain_id=scope_id if kind == 2 else None,
             system=kind == 3,
@@ -105,18 +111,9 @@ class TokenPayload:
         version, user_id, mask, scope, expires, issued, audit_ids, app_cred = orjson.loads(raw)
         if version != 1:
             raise InvalidToken()
-        utc = dt.timezone.utc
-        return cls(
-            user_id=user_id,
-            methods=tuple(m for i, m in enumerate(_METHODS) if mask & (1 << i)),
-            expires_at=dt.datetime.fromtimestamp(expires, utc).replace(tzinfo=None),
-            issued_at=dt.datetime.fromtimestamp(issued, utc).replace(tzinfo=None),
-            audit_ids=tuple(audit_ids),
-            project_id=scope[1] if scope[:1] == ["p"] else None,
-            domain_id=scope[1] if scope[:1] == ["d"] else None,
-            system=scope[:1] == ["s"],
-            application_credential_id=app_cred,
-        )
+        kind = {"p": 1, "d": 2, "s": 3}.get(scope[0] if scope else "", 0)
+        return cls._make(user_id, mask, kind, scope[1] if kind in (1, 2) else None, expires,
+                         issued, audit_ids, app_cred)
 
 
 _HEADER = struct.Struct("!BBBBBId")
