@@ -221,12 +221,16 @@ def cloud(tinystack_up) -> Cloud:
     return c
 
 
+LOCAL_ONLY = pytest.mark.backends(brokers=0)
+"""Real-guest actions run on the ``local`` backend only: real guests cost time, and the
+RabbitMQ backends add nothing to what a guest does once the bus has carried one build
+(the first test boots one there)."""
+
+
 @pytest.fixture
 def local_cloud(cloud: Cloud) -> Cloud:
-    """The cloud, on the ``local`` backend only: real guests cost time, and the RabbitMQ
-    backends add nothing to what a guest does once the bus has carried one build."""
-    if cloud.ts.backend.name != "local":
-        pytest.skip("real-guest actions run on the local backend; this backend boots one server")
+    """The cloud of a ``LOCAL_ONLY`` test."""
+    assert cloud.ts.backend.name == "local", "mark the test LOCAL_ONLY"
     return cloud
 
 
@@ -234,8 +238,6 @@ def local_cloud(cloud: Cloud) -> Cloud:
 def nano(request, tinystack_up) -> Iterator[dict]:
     """One m1.nano server (config drive, no network) the local tests share, in order:
     power actions, snapshot, resize. Each leaves it ACTIVE. Deleted after the module."""
-    if tinystack_up.backend.name != "local":
-        pytest.skip("real-guest actions run on the local backend")
     c = request.getfixturevalue("cloud")
     with c.deleting() as made:
         server = create_server(c, unique("nano"), "--config-drive", "true", made=made)
@@ -280,6 +282,7 @@ def test_keypair_then_boot_prints_the_ready_line_with_the_hostname(cloud, tmp_pa
         cloud.cli("keypair", "delete", key_name, check=False)
 
 
+@LOCAL_ONLY
 def test_power_actions_change_what_the_guest_does(local_cloud, nano):
     c, server_id = local_cloud, nano["id"]
 
@@ -330,6 +333,7 @@ def test_power_actions_change_what_the_guest_does(local_cloud, nano):
         assert name in actions, actions
 
 
+@LOCAL_ONLY
 def test_server_image_create_makes_an_image_that_boots(local_cloud, nano):
     c = local_cloud
     snapshot = unique("snap")
@@ -356,6 +360,7 @@ def test_server_image_create_makes_an_image_that_boots(local_cloud, nano):
         c.cli("image", "delete", snapshot, check=False)
 
 
+@LOCAL_ONLY
 def test_resize_to_more_memory_and_disk_then_confirm(local_cloud, nano):
     c, server_id = local_cloud, nano["id"]
     bigger = unique("e2e.resize")
@@ -393,6 +398,7 @@ def test_resize_to_more_memory_and_disk_then_confirm(local_cloud, nano):
         c.cli("flavor", "delete", bigger, cloud="tinystack-admin", check=False)
 
 
+@LOCAL_ONLY
 def test_quota_exceeded_is_403_with_novas_message(local_cloud):
     c = local_cloud
     admin = c.sdk("tinystack-admin")
@@ -414,6 +420,7 @@ def test_quota_exceeded_is_403_with_novas_message(local_cloud):
         c.cli("quota", "set", "--instances", str(instances), project, cloud="tinystack-admin")
 
 
+@LOCAL_ONLY
 def test_flavor_too_small_for_the_image_is_400_with_novas_message(local_cloud):
     c = local_cloud
     images = c.sdk().image
