@@ -361,10 +361,12 @@ def test_server_image_create_makes_an_image_that_boots(local_cloud, nano):
 
 
 @LOCAL_ONLY
-def test_resize_to_more_memory_and_disk_then_confirm(local_cloud, nano):
+def test_resize_to_more_memory_and_disk_then_confirm_and_revert(local_cloud, nano):
     c, server_id = local_cloud, nano["id"]
-    bigger = unique("e2e.resize")
+    bigger, biggest = unique("e2e.resize"), unique("e2e.resize")
     c.cli("flavor", "create", "--ram", "256", "--disk", "2", "--vcpus", "1", bigger,
+          cloud="tinystack-admin")
+    c.cli("flavor", "create", "--ram", "384", "--disk", "2", "--vcpus", "1", biggest,
           cloud="tinystack-admin")
     try:
         console = c.console(server_id)
@@ -394,8 +396,21 @@ def test_resize_to_more_memory_and_disk_then_confirm(local_cloud, nano):
         assert (shown["status"], shown["OS-EXT-STS:power_state"]) == ("ACTIVE", RUNNING)
         assert shown["flavor"]["name"] == bigger
         assert qmp(c.ts, server_id, "query-status")["status"] == "running"
+
+        # A revert gives the guest its old memory back.
+        boots = len(c.ready_lines(server_id))
+        c.cli("server", "resize", "--flavor", biggest, "--wait", server_id)
+        c.wait_for_ready(server_id, boots + 1)
+        assert qmp(c.ts, server_id, "query-memory-size-summary")["base-memory"] == 384 * 2**20
+        c.cli("server", "resize", "revert", server_id)
+        c.wait_for_status(server_id, "ACTIVE")
+        c.wait_for_ready(server_id, boots + 2)
+        shown = c.show(server_id)
+        assert (shown["flavor"]["name"], shown["flavor"]["ram"]) == (bigger, 256)
+        assert qmp(c.ts, server_id, "query-memory-size-summary")["base-memory"] == 256 * 2**20
     finally:
-        c.cli("flavor", "delete", bigger, cloud="tinystack-admin", check=False)
+        for flavor in (bigger, biggest):
+            c.cli("flavor", "delete", flavor, cloud="tinystack-admin", check=False)
 
 
 @LOCAL_ONLY

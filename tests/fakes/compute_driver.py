@@ -4,7 +4,8 @@
     driver = FakeComputeDriver(fail_on={"ensure_server"}, fail_times=2)   # then it works
     driver = FakeComputeDriver(block_on={"ensure_server"})  # waits for driver.release()
 
-``calls`` records every mutating operation as ``(name, server_id)``;
+``calls`` records every mutating operation as ``(name, server_id)``,
+``inspections`` every ``inspect_server``;
 ``guests`` is what "exists on the machine". ``power_off_by_guest`` and
 ``crash`` change a guest behind the agent's back, as a real guest would.
 """
@@ -48,7 +49,8 @@ class FakeGuest:
 class FakeComputeDriver:
     def __init__(self, *, fail_on: set[str] = frozenset(), fail_kind: str = "temporary",
                  fail_times: int | None = None, block_on: set[str] = frozenset(),
-                 capabilities: frozenset[str] = CAPABILITIES, accelerator: str = "tcg"):
+                 capabilities: frozenset[str] = CAPABILITIES, accelerator: str = "tcg",
+                 tell_power_on: bool = True):
         self.capabilities = frozenset(capabilities)
         self.fail_on = set(fail_on)
         self.fail_kind = fail_kind
@@ -58,6 +60,11 @@ class FakeComputeDriver:
         self.accelerator = accelerator
         self.guests: dict[str, FakeGuest] = {}
         self.calls: list[tuple[str, str]] = []
+        self.inspections: list[str] = []
+        """Server ids ``inspect_server`` was asked about, in order (a QMP round trip each on
+        a real driver)."""
+        self.tell_power_on = tell_power_on
+        """``power_on`` returns the guest's status (as the QEMU driver does); False: None."""
         self.failures = 0
         self.uploads: list[tuple[str, str, str, str]] = []
         """(server_id, upload_url, token, disk_format) of each snapshot."""
@@ -113,6 +120,7 @@ class FakeComputeDriver:
         return list(self.guests)
 
     async def inspect_server(self, server_id: str) -> ServerStatus | None:
+        self.inspections.append(server_id)
         guest = self.guests.get(server_id)
         if guest is None:
             return None
@@ -123,7 +131,7 @@ class FakeComputeDriver:
         await self._op("ensure_server", spec.id)
         self.guests.setdefault(spec.id, FakeGuest(spec=spec)).spec = spec
 
-    async def power_on(self, spec: ServerSpec) -> None:
+    async def power_on(self, spec: ServerSpec) -> ServerStatus | None:
         await self._op("power_on", spec.id)
         guest = self._guest(spec.id)
         if guest.power_state not in ("running", "paused"):
@@ -131,6 +139,10 @@ class FakeComputeDriver:
             guest.boots += 1
             guest.launched_at = dt.datetime.now(dt.UTC).isoformat()
             guest.console.append(f"tinystack guest {spec.name} ready")
+        if not self.tell_power_on:
+            return None
+        return ServerStatus(spec.id, guest.power_state, launched_at=guest.launched_at,
+                            console_log=f"/fake/{spec.id}/console.log")
 
     async def power_off(self, server_id: str, *, timeout: float) -> None:
         await self._op("power_off", server_id)

@@ -349,11 +349,12 @@ class ComputeAgent:
             await self._report(self._server_report(spec, have, fault=record.fault))
             return
         fresh = record.applied < spec.revision
-        rebooted = await self._converge(record, have, fresh)
+        rebooted, now = await self._converge(record, have, fresh)
         if fresh or record.resume or record.fault:
             record = self.store.update(server_id, applied=spec.revision, resume=False, fault=None)
-        have = await self.driver.inspect_server(server_id)
-        await self._report(self._server_report(spec, have, reboot_done=rebooted))
+        if now is None:
+            now = await self.driver.inspect_server(server_id)
+        await self._report(self._server_report(spec, now, reboot_done=rebooted))
 
     async def _sync_deleted(self, record: Record, have: ServerStatus | None) -> None:
         spec = record.spec
@@ -363,8 +364,11 @@ class ComputeAgent:
             self.store.update(spec.id, applied=spec.revision)
             await self._report(self._server_report(spec, None))
 
-    async def _converge(self, record: Record, have: ServerStatus | None, fresh: bool) -> bool:
-        """Change the machine toward ``record.spec``; True if this revision's reboot is done."""
+    async def _converge(self, record: Record, have: ServerStatus | None,
+                        fresh: bool) -> tuple[bool, ServerStatus | None]:
+        """Change the machine toward ``record.spec``. Returns whether this revision's reboot
+        is done, and the server's status when the last step told it (a guest just powered
+        on), so the report needs no further inspection; None when it must inspect."""
         spec, want = record.spec, record.spec.want
         timeout = self.options.shutdown_timeout
         if fresh and spec.rebuild and have is not None:
@@ -386,18 +390,22 @@ class ComputeAgent:
                     await self.driver.power_on(spec)
             elif fresh or record.resume or power == "nostate":
                 # "shutdown" and not fresh: the guest powered itself off; it stays off.
-                await self.driver.power_on(spec)
+                # A driver that knows the state it left the guest in says so: no round trip.
+                started = await self.driver.power_on(spec)
+                if started is not None and started.power_state == ("running" if want == "active"
+                                                                   else "paused"):
+                    return fresh and bool(spec.reboot), started
             power = await self._power_of(spec.id)
             if want == "active" and power == "paused":
                 await self.driver.unpause(spec.id)
             elif want == "paused" and power == "running":
                 await self.driver.pause(spec.id)
-            return fresh and bool(spec.reboot)
+            return fresh and bool(spec.reboot), None
         if want == "stopped" and power != "shutdown" and have is not None:
             await self.driver.power_off(spec.id, timeout=timeout)
         elif want == "suspended" and power in ("running", "paused"):
             await self.driver.suspend(spec.id)
-        return False
+        return False, None
 
     async def _power_of(self, server_id: str) -> str:
         status = await self.driver.inspect_server(server_id)

@@ -10,6 +10,7 @@ Paths inside QEMU's ``key=value,...`` options have their commas doubled.
 from __future__ import annotations
 
 import re
+import uuid
 from pathlib import Path
 
 from tinystack.compute import accelerator as accel
@@ -22,6 +23,10 @@ GUEST_PREFIX = "tinystack-"
 """Every guest is named ``tinystack-<server id>`` (``-name guest=...``)."""
 _TAP_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+SMBIOS_MANUFACTURER = "tinystack"
+"""The guest's SMBIOS system manufacturer. The product is Nova's ("OpenStack Nova", which
+cloud-init looks for); the manufacturer also tells the default image's init that config
+drives here are virtio disks, never IDE CD-ROMs, so it skips the IDE probe."""
 
 
 def tap_name(port: PortBinding) -> str:
@@ -51,10 +56,22 @@ class InstancePaths:
         self.guest = directory / "guest.json"
 
 
+def _smbios_uuid(server_id: str) -> str:
+    """``,uuid=ID`` when the server id is a UUID (as Nova gives the guest its instance id)."""
+    try:
+        return f",uuid={uuid.UUID(server_id)}"
+    except ValueError:
+        return ""
+
+
 def qemu_argv(spec: ServerSpec, paths: InstancePaths, *, binary: str, machine: str,
               accelerator: str, tb_size_mb: int, kernel: Path | None,
               ramdisk: Path | None) -> list[str]:
-    """The command line that runs ``spec``, paused (``-S``) until told to go."""
+    """The command line that runs ``spec``, paused (``-S``) until told to go.
+
+    Disks, the config drive included, are virtio-blk only: the guest's SMBIOS says so
+    (``SMBIOS_MANUFACTURER``).
+    """
     kvm = accelerator == "kvm"
     argv = [
         binary,
@@ -65,6 +82,8 @@ def qemu_argv(spec: ServerSpec, paths: InstancePaths, *, binary: str, machine: s
         "-accel", "kvm" if kvm else f"tcg,tb-size={tb_size_mb}",
         *(["-cpu", accel.KVM_CPU] if kvm else []),
         "-smp", str(spec.vcpus), "-m", f"{spec.memory_mb}M",
+        "-smbios", f"type=1,manufacturer={SMBIOS_MANUFACTURER},product=OpenStack Nova,"
+                   f"family=Virtual Machine{_smbios_uuid(spec.id)}",
         "-chardev", "socket,id=qmp,path=qmp.sock,server=on,wait=off",
         "-mon", "chardev=qmp,mode=control",
         "-chardev", f"socket,id=console,path=console.sock,server=on,wait=off,"

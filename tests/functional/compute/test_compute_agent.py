@@ -125,6 +125,42 @@ async def test_boot_over_the_bus_reports_active(harness):
     assert driver.mutations("srv-1") == ["ensure_server", "power_on"]
 
 
+async def test_boot_reports_what_power_on_said_without_inspecting_again(harness):
+    driver = FakeComputeDriver()
+    agent = await harness.agent(driver)
+
+    await agent.receive(spec())
+
+    report = await harness.conductor.last("srv-1", state="active")
+    assert report.power_state == "running" and report.launched_at
+    # One look before the build and one after ensure_server; none once the guest runs.
+    assert driver.inspections == ["srv-1", "srv-1"]
+
+
+@pytest.mark.parametrize("want, state, power", [("active", "active", "running"),
+                                                ("paused", "paused", "paused")])
+async def test_boot_inspects_when_power_on_does_not_say(harness, want, state, power):
+    driver = FakeComputeDriver(tell_power_on=False)
+    agent = await harness.agent(driver)
+
+    await agent.receive(spec(want=want))
+
+    report = await harness.conductor.last("srv-1", state=state)
+    assert report.power_state == power and report.launched_at
+    assert len(driver.inspections) > 2
+
+
+async def test_boot_paused_pauses_the_guest_power_on_left_running(harness):
+    driver = FakeComputeDriver()
+    agent = await harness.agent(driver)
+
+    await agent.receive(spec(want="paused"))
+
+    report = await harness.conductor.last("srv-1", state="paused")
+    assert report.power_state == "paused"
+    assert driver.mutations("srv-1") == ["ensure_server", "power_on", "pause"]
+
+
 async def test_converged_server_costs_nothing(harness):
     driver = FakeComputeDriver()
     agent = await harness.agent(driver)

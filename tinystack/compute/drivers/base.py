@@ -135,8 +135,12 @@ class ComputeDriver(Protocol):
         Keeps what already exists: a root disk is made once and then belongs to the guest.
         """
 
-    async def power_on(self, spec: ServerSpec) -> None:
-        """Run the guest as ``spec`` says (resuming it if suspended); nothing if it runs."""
+    async def power_on(self, spec: ServerSpec) -> ServerStatus | None:
+        """Run the guest as ``spec`` says (resuming it if suspended); nothing if it runs.
+
+        Returns the guest's status afterwards when the driver knows it without asking the
+        hypervisor again (the agent then reports it as is), else None (the agent inspects).
+        """
 
     async def power_off(self, server_id: str, *, timeout: float) -> None:
         """Ask the guest to shut down; stop it hard after ``timeout`` seconds. Nothing if off."""

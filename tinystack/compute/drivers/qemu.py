@@ -20,7 +20,9 @@ started are its children and are waited on; adopted ones are checked through
 ``/proc/PID/stat`` (a zombie is dead).
 
 A guest starts paused (``-S``): the driver plugs its taps (QEMU makes them,
-one per port, and they vanish with the process), then lets it run. Power
+one per port, and they vanish with the process), then lets it run, over the
+one QMP connection it made when QEMU first answered, and tells the agent the
+guest runs (no further round trip). Power
 actions are QMP commands: ``stop``/``cont`` (pause), ``system_powerdown``
 (clean stop, ``quit`` after a timeout), ``system_reset`` (hard reboot), a soft
 reboot is a clean power-down caught with ``set-action shutdown=pause`` and a
@@ -238,8 +240,12 @@ class QemuDriver:
 
     async def _qmp(self, server_id: str, command: str, **arguments):
         async with self._monitor(server_id) as client:
-            async with asyncio.timeout(self.options.qmp_timeout):
-                return await client.execute(command, arguments or None)
+            return await self._execute(client, command, **arguments)
+
+    async def _execute(self, client, command: str, **arguments):
+        """One command on a client ``_monitor`` connected (its failures sorted there)."""
+        async with asyncio.timeout(self.options.qmp_timeout):
+            return await client.execute(command, arguments or None)
 
     async def _run_status(self, server_id: str) -> str:
         return (await self._qmp(server_id, "query-status"))["status"]
@@ -328,14 +334,19 @@ class QemuDriver:
 
     # -- start ------------------------------------------------------------------------------
 
-    async def power_on(self, spec: ServerSpec) -> None:
+    async def power_on(self, spec: ServerSpec) -> ServerStatus | None:
         paths = self._paths(spec.id)
-        if self._live_pid(spec.id) is not None:
-            status = await self._run_status(spec.id)
-            resuming = paths.state.exists()
-            if status in ("prelaunch", "inmigrate") or resuming:  # an agent died before cont
-                await self._let_run(spec, paths, resuming=resuming)
-            return
+        pid = self._live_pid(spec.id)
+        if pid is not None:
+            async with self._monitor(spec.id) as client:
+                status = (await self._execute(client, "query-status"))["status"]
+                resuming = paths.state.exists()
+                if status in ("prelaunch", "inmigrate") or resuming:  # an agent died before cont
+                    await self._let_run(spec, paths, client, resuming=resuming)
+                    status = "running"
+            if status == "running":
+                return self._running_status(spec.id, pid)
+            return None
         await self.ensure_server(spec)
         resuming = paths.state.exists()
         record = self._guest_record(spec.id)
@@ -353,11 +364,23 @@ class QemuDriver:
             stale.unlink(missing_ok=True)
         proc = await self._start(spec.id, argv, paths)
         try:
-            await self._wait_for_monitor(spec.id, proc, paths)
-            await self._let_run(spec, paths, resuming=resuming)
+            # One QMP connection from the first answer to `cont` (each connect is a
+            # greeting and a capabilities exchange, slow while other guests boot).
+            async with contextlib.AsyncExitStack() as stack:
+                client = await self._wait_for_monitor(spec.id, proc, paths, stack)
+                await self._let_run(spec, paths, client, resuming=resuming)
         except BaseException:
             await asyncio.shield(self._kill(spec.id))
             raise
+        # `cont` succeeded: the guest runs; the agent needs no QMP round trip to know it.
+        return self._running_status(spec.id, proc.pid, record)
+
+    def _running_status(self, server_id: str, pid: int, record: dict | None = None) -> ServerStatus:
+        """What ``inspect_server`` would say of a guest that was just let run."""
+        record = record if record is not None else self._guest_record(server_id)
+        return ServerStatus(server_id, "running", launched_at=record.get("launched_at"),
+                            console_log=str(self._paths(server_id).console_log),
+                            details={"pid": pid, "accelerator": record.get("accelerator")})
 
     async def _argv(self, spec: ServerSpec, paths: InstancePaths) -> list[str]:
         kernel, ramdisk = await self._boot_files(spec.image, spec.token)
@@ -383,15 +406,17 @@ class QemuDriver:
         if self._listener is not None:
             self._listener(server_id)
 
-    async def _wait_for_monitor(self, server_id: str, proc, paths: InstancePaths) -> None:
+    async def _wait_for_monitor(self, server_id: str, proc, paths: InstancePaths,
+                                stack: contextlib.AsyncExitStack):
+        """A QMP client of the qemu just started, connected as soon as it answers; it stays
+        connected (holding the server's QMP lock) until ``stack`` closes."""
         deadline = time.monotonic() + self.options.start_timeout
         while True:
             if proc.returncode is not None or not host.pid_alive(proc.pid):
                 raise PermanentFailure(f"QEMU could not start the guest: {self._log_tail(paths)}")
             if paths.qmp.exists():
                 try:
-                    await self._run_status(server_id)
-                    return
+                    return await stack.enter_async_context(self._monitor(server_id))
                 except TemporaryFailure:
                     pass
             if time.monotonic() > deadline:
@@ -407,18 +432,20 @@ class QemuDriver:
             return "no output"
         return " ".join(lines[-3:])[-500:] or "no output"
 
-    async def _let_run(self, spec: ServerSpec, paths: InstancePaths, *, resuming: bool) -> None:
-        """Finish an incoming migration, plug the taps, and let the CPUs go."""
+    async def _let_run(self, spec: ServerSpec, paths: InstancePaths, client, *,
+                       resuming: bool) -> None:
+        """Finish an incoming migration, plug the taps, and let the CPUs go (over ``client``,
+        a connected QMP client of the server's qemu)."""
         if resuming:
             deadline = time.monotonic() + self.options.start_timeout * 4
-            while await self._run_status(spec.id) == "inmigrate":
+            while (await self._execute(client, "query-status"))["status"] == "inmigrate":
                 if time.monotonic() > deadline:
                     raise TemporaryFailure(f"resuming server {spec.id} takes too long")
                 await asyncio.sleep(0.05)
         for port in spec.ports:
             await self._plug(spec.id, port)
         paths.state.unlink(missing_ok=True)   # the memory is in the guest now
-        await self._qmp(spec.id, "cont")
+        await self._execute(client, "cont")
 
     async def _plug(self, server_id: str, port: PortBinding) -> None:
         tap = tap_name(port)

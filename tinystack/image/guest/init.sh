@@ -64,6 +64,14 @@ load_modules() {  # load_modules LIST: insmod the files LIST names, in its order
 	done < "$dir/$1"
 }
 
+# tinystack attaches a config drive over virtio only and says so in the SMBIOS
+# (system manufacturer "tinystack", drivers/qemu.py): there the IDE CD-ROM driver,
+# which probes for most of a second, is not needed. Elsewhere (Nova attaches a
+# config drive as an IDE CD-ROM) it is loaded.
+config_drive_on_virtio_only() {
+	[ "$(cat /sys/class/dmi/id/sys_vendor 2>/dev/null)" = tinystack ]
+}
+
 # Wait up to 3 s for a block device named by root= (a path, LABEL= or UUID=).
 find_root_device() {
 	i=0
@@ -100,9 +108,10 @@ switch_to_root_disk() {
 		return 0
 	fi
 	say "root disk $dev"
-	# The disk holds no modules (they must match the kernel): keep a copy for later.
+	# The disk holds no modules (they must match the kernel): keep a copy of those
+	# still to load (the CD-ROM group) for later.
 	mounted /run || mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
-	cp -a "$(module_dir)" /run/modules
+	config_drive_on_virtio_only || cp -a "$(module_dir)" /run/modules
 	for fs in dev proc sys run; do
 		mount -o move "/$fs" "/newroot/$fs"
 	done
@@ -432,16 +441,20 @@ boot() {
 		switch_to_root_disk
 	fi
 	# The IDE CD-ROM driver (a config drive may be a CD) probes for most of a second:
-	# let it, and the SSH host key's wait for entropy, overlap with DHCP.
-	load_modules load-order.cdrom &
-	cdrom_loader=$!
+	# let it, and the SSH host key's wait for entropy, overlap with DHCP; on tinystack,
+	# whose config drives are virtio disks, skip it.
+	cdrom_loader=
+	if ! config_drive_on_virtio_only; then
+		load_modules load-order.cdrom &
+		cdrom_loader=$!
+	fi
 	mount_runtime_filesystems
 	hostname -F /etc/hostname 2>/dev/null || hostname tiny
 	syslogd -C64
 	make_host_key &
 	host_key_maker=$!
 	start_network
-	wait $cdrom_loader
+	[ -z "$cdrom_loader" ] || wait $cdrom_loader
 	rm -rf /run/modules
 	read_config_drive || read_metadata_service \
 		|| say "no instance data (no config drive, no metadata service)"
