@@ -5,9 +5,9 @@
   agent should ``report_agent`` first: the DHCP and L3 agents get their
   networks and routers only on the network node.
 - ``report_port(report)`` (cast): an L2 agent wired a port (ACTIVE) or lost
-  it (DOWN); the port's status follows, which is what compute waits for.
-- ``report_dhcp(report)`` (cast): a DHCP server serves a revision; noted
-  in the log only (ports go ACTIVE on the L2 agent's word alone).
+  it (DOWN); the port's status follows (see the provisioning blocks below).
+- ``report_dhcp(report)`` (cast): a DHCP server serves a revision of a
+  network's hosts (``port_ids``).
 - ``report_router(report)`` (cast): a router revision is in place; the
   router's status (ERROR on failure) and each floating IP's status follow.
 - ``port_by_address(network_id, ip_address)`` (call): the port holding that
@@ -19,6 +19,18 @@
   while the old node gets tombstones. When an L2 agent's data address
   changes, the VXLAN peers of its networks are recast.
 
+Provisioning blocks, as Neutron's: a port goes ``ACTIVE`` only once every
+block is closed, the L2 agent's (``report_port`` ACTIVE: the device is on its
+bridge, its rules in place) and, when the network is served by DHCP, the DHCP
+agent's (a ``report_dhcp`` whose ``port_ids`` name it: the guest can get its
+address). The DHCP block applies to a port with an address on a DHCP-enabled
+subnet, not owned by the network itself (``network:*``), on a network with a
+DHCP port while a DHCP agent on the network node is alive; whichever report
+comes last makes the port ACTIVE. The blocks are kept in memory (``_Blocks``):
+after a restart of the server a port waiting for its DHCP block stays DOWN
+until the DHCP agent reports again (at the latest after its ``report_every``);
+a port already ACTIVE stays so.
+
 Messages are validated with ``messages.py``; unknown fields are ignored.
 """
 
@@ -26,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -38,14 +51,30 @@ from tinystack.network.messages import (
     PortReport,
     RouterReport,
 )
-from tinystack.network.models import FloatingIp, IpAllocation, Port, Router
+from tinystack.network.models import Agent, FloatingIp, IpAllocation, Port, Router, Subnet
+from tinystack.network.policy import NETWORK_DEVICE_PREFIX
 from tinystack.network.ports import Ports
-from tinystack.network.service import NETWORK_NODE_OWNERS, Changes, NetworkCore
+from tinystack.network.service import DHCP_OWNER, NETWORK_NODE_OWNERS, Changes, NetworkCore
 from tinystack.network.specs import DHCP_AGENT, L2_AGENT, SpecBuilder
 
 __all__ = ["NetworkServerEndpoint"]
 
 log = logging.getLogger(__name__)
+
+
+class _Blocks:
+    """What the agents said so far about ports not yet ACTIVE (one lock: the reports
+    are handled in worker threads)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.wired: dict[str, str] = {}
+        """Port id -> the host whose L2 agent wired it, while its DHCP block is open."""
+        self.served: dict[str, tuple[int, frozenset[str]]] = {}
+        """Network id -> (revision, port ids) of the newest DHCP report for it."""
+
+    def dhcp_served(self, network_id: str, port_id: str) -> bool:
+        return port_id in self.served.get(network_id, (0, frozenset()))[1]
 
 
 class NetworkServerEndpoint:
@@ -54,6 +83,7 @@ class NetworkServerEndpoint:
     def __init__(self, core: NetworkCore, agents: Agents, ports: Ports, dispatcher: Dispatcher):
         self._core, self._agents, self._ports = core, agents, ports
         self._dispatcher = dispatcher
+        self._blocks = _Blocks()
 
     async def agent_state(self, host: str, agent_type: str = "", **_) -> dict:
         def build() -> dict:
@@ -64,12 +94,59 @@ class NetworkServerEndpoint:
 
     async def report_port(self, report: dict, **_) -> None:
         parsed = PortReport.model_validate(report)
-        await asyncio.to_thread(self._ports.report, parsed.port_id, parsed.host, parsed.status)
+        await asyncio.to_thread(self._port_report, parsed)
+
+    def _port_report(self, report: PortReport) -> None:
+        blocks = self._blocks
+
+        def hold(s: Session, port: Port) -> bool:
+            """True (and the L2 block noted closed) while the DHCP block is open."""
+            with blocks.lock:
+                if blocks.dhcp_served(port.network_id, port.id) or not self._needs_dhcp(s, port):
+                    blocks.wired.pop(port.id, None)
+                    return False
+                blocks.wired[port.id] = report.host
+                return True
+
+        if report.status != "ACTIVE":
+            with blocks.lock:
+                blocks.wired.pop(report.port_id, None)
+        self._ports.report(report.port_id, report.host, report.status, hold)
+
+    def _needs_dhcp(self, s: Session, port: Port) -> bool:
+        """Whether ``port`` has a DHCP provisioning block (see the module's docstring)."""
+        if port.device_owner.startswith(NETWORK_DEVICE_PREFIX) or not port.fixed_ips:
+            return False
+        subnets = {a.subnet_id for a in port.fixed_ips}
+        if not s.scalar(sa.select(Subnet.id).where(Subnet.id.in_(subnets),
+                                                   Subnet.enable_dhcp.is_(True)).limit(1)):
+            return False
+        if not s.scalar(sa.select(Port.id).where(Port.network_id == port.network_id,
+                                                 Port.device_owner == DHCP_OWNER).limit(1)):
+            return False
+        node = self._core.network_node(s)
+        return any(self._core.alive(agent) for agent in s.scalars(sa.select(Agent).where(
+            Agent.agent_type == DHCP_AGENT, Agent.host == node,
+            Agent.admin_state_up.is_(True))))
 
     async def report_dhcp(self, report: dict, **_) -> None:
         parsed = DhcpReport.model_validate(report)
         log.debug("network: DHCP for %s on %s at revision %d: %s %s", parsed.network_id,
                   parsed.host, parsed.revision, parsed.status, parsed.detail)
+        if parsed.status != "ACTIVE":
+            return
+        blocks = self._blocks
+        with blocks.lock:
+            current = blocks.served.get(parsed.network_id)
+            if current is not None and current[0] >= parsed.revision:
+                return
+            served = frozenset(parsed.port_ids)
+            blocks.served[parsed.network_id] = (parsed.revision, served)
+            ready = {p: h for p, h in blocks.wired.items() if p in served}
+            for port_id in ready:
+                del blocks.wired[port_id]
+        if ready:
+            await asyncio.to_thread(self._ports.activate, ready)
 
     async def report_router(self, report: dict, **_) -> None:
         parsed = RouterReport.model_validate(report)

@@ -6,7 +6,9 @@ into the specs each agent must get, then ``send`` casts them:
 - every changed port to ``network-l2.<its host>`` (``sync_port``), and a
   tombstone (``deleted``) to a host a port left;
 - ports whose rules changed: members of a group whose rules changed, and
-  members of groups with rules naming a group whose members changed;
+  members of groups with rules naming a group whose members changed (cast
+  after everything else, so a new port's own spec and DHCP entry are not
+  queued behind the recast of every member of its groups);
 - for every changed network, its ``DhcpSpec`` to the network node
   (``network-dhcp.<node>``, ``sync_dhcp``) and its ``NetworkSpec`` (VXLAN
   peers) to every host with ports on it (``sync_network``), a tombstone to a
@@ -81,14 +83,14 @@ class Dispatcher:
         with self.core.db.session() as s:
             b = SpecBuilder(self.core, s)
             casts: list[Cast] = []
-            port_ids = set(changes.ports)
-            port_ids |= b.ports_in_groups(changes.groups)
-            port_ids |= b.ports_in_groups(b.groups_naming(changes.members))
+            rules_only = b.ports_in_groups(changes.groups)
+            rules_only |= b.ports_in_groups(b.groups_naming(changes.members))
+            rules_only -= changes.ports
             for port_id, (host, network_id) in sorted(changes.gone_ports.items()):
                 port = s.get(Port, port_id)
                 if port is None or port.binding_host_id != host:
                     casts.append((m.l2_target(host), "sync_port", b.port_tombstone(port_id, host)))
-            for port in self._ports(s, port_ids):
+            for port in self._ports(s, set(changes.ports)):
                 if port.binding_host_id:
                     casts.append((m.l2_target(port.binding_host_id), "sync_port",
                                   b.port_spec(port)))
@@ -100,6 +102,12 @@ class Dispatcher:
             for router_id in sorted(changes.routers | changes.gone_routers):
                 casts.append((m.l3_target(b.network_node), "sync_router",
                               b.router_spec(router_id)))
+            # Last, the ports recast for their rules alone (a member joined or left one of
+            # their remote groups): the changed port and its DHCP entry go out first.
+            for port in self._ports(s, rules_only):
+                if port.binding_host_id:
+                    casts.append((m.l2_target(port.binding_host_id), "sync_port",
+                                  b.port_spec(port)))
             return casts
 
     @staticmethod

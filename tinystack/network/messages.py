@@ -26,6 +26,15 @@ agents own the Linux machinery of their node. They meet only here:
   (``DhcpHost.device_id``/``project_id``, router interfaces) cannot name the
   guest, e.g. a request through a router namespace.
 
+Provisioning blocks: the server sets a bound port ``ACTIVE`` once its L2
+agent reported it ACTIVE *and*, when its network is served by DHCP (an
+address on a DHCP-enabled subnet, a live DHCP agent on the network node; not
+for the network's own ``network:*`` ports), a ``DhcpReport`` with status
+ACTIVE named it in ``port_ids``, in either order. An agent therefore reports
+only what is really in place: the L2 agent once the device is on its bridge
+with its rules, the DHCP agent once every host of the revision is in
+dnsmasq's host files.
+
 Every spec carries a ``revision``: an agent never applies an older one over a
 newer one. Messages change additively (new fields get defaults; receivers
 ignore unknown fields).
@@ -238,7 +247,8 @@ class DhcpReport(_Message):
     revision: int
     status: Literal["ACTIVE", "ERROR"] = "ACTIVE"
     port_ids: list[str] = Field(default_factory=list)
-    """Ports whose address the server now hands out (the spec's hosts)."""
+    """Ports whose address the server now hands out (every host of the spec, not only
+    the new ones): the DHCP provisioning block of each is closed."""
     detail: str = ""
 
 

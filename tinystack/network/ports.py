@@ -8,7 +8,8 @@ project's default security group unless it asks otherwise or belongs to the
 network itself (``network:*`` owners get none), and its binding: a port with
 ``binding:host_id`` is bound (``binding:vif_type`` "tap") and its spec goes
 to that host's L2 agent; its status is DOWN until the agent reports it
-ACTIVE (``report``).
+ACTIVE (``report``) and, on a network with DHCP, the DHCP agent serves its
+address (``activate``; the provisioning blocks are in ``agent_server.py``).
 
 ``sync_dhcp_port`` keeps a network's DHCP port in step with its subnets: an
 address on every DHCP-enabled subnet, bound to the network node, gone when
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+from collections.abc import Callable
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -428,12 +430,43 @@ class Ports:
 
     # -- agents' reports ------------------------------------------------------------------
 
-    def report(self, port_id: str, host: str, status: str) -> None:
-        """An L2 agent wired (or lost) a port on ``host``: record its status."""
-        def write(s: Session) -> None:
+    def report(self, port_id: str, host: str, status: str,
+               hold: Callable[[Session, Port], bool] | None = None) -> str | None:
+        """An L2 agent wired (or lost) a port on ``host``: record its status. ``hold(s,
+        port)`` true keeps an ``ACTIVE`` from being recorded (another provisioning block,
+        DHCP, is still open; ``agent_server.py``). The status recorded, or None."""
+        def write(s: Session) -> str | None:
+            # Every member of a group reports each revision it is recast with (a member
+            # joined): a report that changes nothing costs one narrow query, not a port.
+            seen = s.execute(sa.select(Port.status, Port.binding_host_id).where(
+                Port.id == port_id)).first()
+            if seen is None or seen.binding_host_id != host:
+                return None
+            if seen.status == status:
+                return status
             port = s.get(Port, port_id)
-            if port is None or port.binding_host_id != host or port.status == status:
-                return
-            port.status = status
-            port.touch()
-        self.core.transaction(write)
+            if port is None or port.binding_host_id != host:
+                return None
+            if status == "ACTIVE" and hold is not None and hold(s, port):
+                return None
+            if port.status != status:
+                port.status = status
+                port.touch()
+            return status
+        return self.core.transaction(write)
+
+    def activate(self, wired: dict[str, str]) -> list[str]:
+        """Ports (id -> the host whose L2 agent wired them) whose last provisioning block
+        closed: ACTIVE, if still bound there. The ids made ACTIVE."""
+        def write(s: Session) -> list[str]:
+            done = []
+            for port_id, host in sorted(wired.items()):
+                port = s.get(Port, port_id)
+                if port is None or port.binding_host_id != host:
+                    continue
+                if port.status != "ACTIVE":
+                    port.status = "ACTIVE"
+                    port.touch()
+                done.append(port_id)
+            return done
+        return self.core.transaction(write)

@@ -277,6 +277,63 @@ async def test_a_wired_port_becomes_active(neutron, cloud, agents, private):
     assert (await neutron.show("ports", port["id"]))["port"]["status"] == "ACTIVE"
 
 
+async def _status(neutron, port_id: str) -> str:
+    return (await neutron.show("ports", port_id))["port"]["status"]
+
+
+async def _wired(cloud, port_id: str, host: str = HOST, status: str = "ACTIVE") -> None:
+    await cloud.bus.cast(m.SERVER_TARGET, "report_port", report=m.PortReport(
+        port_id=port_id, host=host, revision=1, status=status))
+    await settle(cloud)
+
+
+async def _served(cloud, network_id: str, revision: int, *port_ids: str) -> None:
+    await cloud.bus.cast(m.SERVER_TARGET, "report_dhcp", report=m.DhcpReport(
+        network_id=network_id, host=NODE, revision=revision, port_ids=list(port_ids)))
+    await settle(cloud)
+
+
+async def test_a_port_is_active_once_wired_and_served_by_dhcp(neutron, cloud, agents, private):
+    """Neutron's provisioning blocks: with a DHCP agent alive on the network node, the
+    L2 agent's report alone leaves a port DOWN until the DHCP agent serves it, in
+    either order; the network's own ports need only the L2 agent."""
+    net, _ = private
+    await _report(cloud, NODE, "DHCP agent", "192.0.2.10")
+    first = await _bound_port(neutron, net["id"])
+    await _wired(cloud, first["id"])
+    assert await _status(neutron, first["id"]) == "DOWN", "DHCP does not serve it yet"
+    await _served(cloud, net["id"], 10)
+    assert await _status(neutron, first["id"]) == "DOWN", "a revision without it"
+    await _served(cloud, net["id"], 11, first["id"])
+    assert await _status(neutron, first["id"]) == "ACTIVE"
+
+    second = await _bound_port(neutron, net["id"])
+    await _served(cloud, net["id"], 12, first["id"], second["id"])
+    assert await _status(neutron, second["id"]) == "DOWN", "not wired yet"
+    await _wired(cloud, second["id"])
+    assert await _status(neutron, second["id"]) == "ACTIVE"
+
+    third = await _bound_port(neutron, net["id"])
+    await _wired(cloud, third["id"])
+    await _served(cloud, net["id"], 9, third["id"])
+    assert await _status(neutron, third["id"]) == "DOWN", "an older DHCP report counts not"
+    await _wired(cloud, third["id"], status="DOWN")
+    await _served(cloud, net["id"], 13, first["id"], second["id"], third["id"])
+    assert await _status(neutron, third["id"]) == "DOWN", "its device went away meanwhile"
+
+    dhcp_port = (await neutron.listing("ports", "?device_owner=network:dhcp", "admin"))[0]
+    await _wired(cloud, dhcp_port["id"], host=NODE)
+    assert await _status(neutron, dhcp_port["id"]) == "ACTIVE", "network:* ports: L2 alone"
+
+
+async def test_without_a_live_dhcp_agent_the_l2_report_suffices(neutron, cloud, agents):
+    net, _ = await neutron.network_with_subnet(cidr="10.2.0.0/24", enable_dhcp=False)
+    await _report(cloud, NODE, "DHCP agent", "192.0.2.10")
+    port = await _bound_port(neutron, net["id"])
+    await _wired(cloud, port["id"])
+    assert await _status(neutron, port["id"]) == "ACTIVE", "no DHCP-enabled subnet"
+
+
 async def test_the_metadata_proxy_finds_a_port_by_address(neutron, cloud, private):
     net, _ = private
     port = await _bound_port(neutron, net["id"])

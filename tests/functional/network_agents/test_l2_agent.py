@@ -268,3 +268,43 @@ async def test_removing_a_rule_forgets_the_connections_it_allowed(make_agent, sp
         *no_icmp, SecurityRule(direction="ingress", protocol="tcp")]))
 
     assert driver.forgotten == [(port.id, True, False)], "adding a rule forgets nothing"
+
+
+async def test_a_member_joining_a_remote_group_costs_no_inspection_nor_forgetting(
+        make_agent, server, specs):
+    """Every member of a group is recast when one joins (their remote-group rules grow):
+    that narrows nothing, so no conntrack is dumped, the wired port is not looked at
+    again (the server hears that the revision is in place); the filter is rewritten."""
+    driver = FakeL2Driver()
+    agent = await make_agent(driver)
+    network = specs.network()
+    members = SecurityRule(direction="ingress", remote_ip_prefixes=["10.0.0.5/32"])
+    port = specs.port(network, security_rules=[members, SecurityRule(direction="egress")])
+    driver.add_device(tap_name(port.id))
+    await agent.receive_port(port)
+    await wait_status(server, port.id, "ACTIVE", port.revision)
+    inspected = []
+    real_inspect = driver.inspect_port
+
+    async def counting(spec):
+        inspected.append(spec.id)
+        return await real_inspect(spec)
+    driver.inspect_port = counting
+    writes, reports = driver.filter_writes, len(server.ports)
+
+    grown = SecurityRule(direction="ingress", remote_ip_prefixes=["10.0.0.5/32", "10.0.0.6/32"])
+    await agent.receive_port(specs.revise(port, specs.revision(), network=specs.revise(
+        network, specs.revision()), security_rules=[grown, SecurityRule(direction="egress")]))
+
+    assert driver.forgotten == [] and inspected == []
+    assert driver.filter_writes == writes + 1
+    await server.wait_for(lambda: len(server.ports) == reports + 1, 5)
+    assert server.ports[-1].revision > port.revision, "the new revision is in place"
+
+    await agent.receive_port(specs.revise(port, specs.revision(), security_rules=[
+        SecurityRule(direction="ingress", remote_ip_prefixes=["10.0.0.6/32"]),
+        SecurityRule(direction="egress")]))
+    assert driver.forgotten == [(port.id, True, False)], "a member left: its connections go"
+
+    await agent.run_once()
+    assert inspected, "an audit looks at every port again"

@@ -73,3 +73,33 @@ def test_nft_accepts_a_routers_nat(specs, tmp_path):
                                   ""))
     assert "ip daddr 172.24.4.20 dnat to 10.0.0.5" in plan["nat"]
     assert "snat to 172.24.4.10" in plan["nat"]
+
+
+def test_a_new_host_writes_one_file_each_and_reads_none(tmp_path, monkeypatch):
+    """The DHCP spec lists every host of the network; adding one must not cost a read or
+    a write per host already there (only the new host's files are written)."""
+    from pathlib import Path
+
+    from tinystack.network.agents.drivers.dnsmasq import DnsmasqDriver, _lease_max
+
+    driver = DnsmasqDriver(state_dir=tmp_path, owner="test")
+    hosts = tmp_path / "hosts"
+    hosts.mkdir()
+    (hosts / "stale").write_text("fa:16:3e:00:00:99,10.0.0.99,old\n")
+    files = {f"p{n}": f"fa:16:3e:00:00:{n:02x},10.0.0.{n},host-{n}\n" for n in range(3, 40)}
+    assert driver._write_files(hosts, files) is True, "the stale host was removed"
+    assert sorted(p.name for p in hosts.iterdir()) == sorted(files)
+    reads = []
+    real_read = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: reads.append(self) or
+                        real_read(self, *a, **k))
+    written = driver.files_written
+
+    files["p40"] = "fa:16:3e:00:00:28,10.0.0.40,host-40\n"
+    assert driver._write_files(hosts, files) is False, "an addition needs no restart"
+    assert driver.files_written == written + 1 and reads == []
+    assert (hosts / "p40").read_text() == files["p40"]
+    assert driver._write_files(hosts, files) is False and driver.files_written == written + 1
+
+    assert _lease_max(1) == _lease_max(64) == 256, "dnsmasq's command line does not follow"
+    assert _lease_max(65) == 512 and _lease_max(200) == 1024

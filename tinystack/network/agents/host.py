@@ -523,7 +523,19 @@ async def forget_connections(*, netns: str | None = None, zone: int | None = Non
 
     A connection allowed by a rule that is gone would otherwise live on as
     ``established``; NAT of a floating IP that is gone likewise.
+
+    Runs in a thread with an event loop of its own: pyroute2 sends each request
+    with a blocking ``send``, in which the kernel walks the whole conntrack table,
+    and the agents' loop must not wait for that.
     """
+    return await asyncio.to_thread(asyncio.run, _forget_connections(
+        netns=netns, zone=zone, orig_sources=orig_sources,
+        orig_destinations=orig_destinations, reply_destinations=reply_destinations))
+
+
+async def _forget_connections(*, netns: str | None, zone: int | None, orig_sources: set[str],
+                              orig_destinations: set[str],
+                              reply_destinations: set[str]) -> int:
     from pyroute2.conntrack import AsyncConntrack  # noqa: PLC0415
 
     deleted = 0

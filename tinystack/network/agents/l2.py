@@ -69,6 +69,51 @@ class _Coalesced:
             self._done = upto
 
 
+def _network_key(spec: NetworkSpec) -> tuple:
+    """What a network's spec asks of this node (its revision aside)."""
+    return (spec.segment.model_dump_json(), tuple(spec.vxlan_peers), spec.deleted)
+
+
+def _wiring(port: PortSpec, network: NetworkSpec) -> tuple:
+    """What a port's device must be: on which bridge, up or down, with which MTU."""
+    return (port.device or tap_name(port.id), network.id, port.admin_state_up,
+            network.segment.mtu)
+
+
+_Rule = tuple[str, str | None, int | None, int | None, frozenset[str]]
+"""A rule of one direction: (ethertype, protocol, port_range_min, port_range_max,
+remote prefixes; empty means any address)."""
+
+
+def _rule_set(spec: PortSpec, direction: str) -> frozenset[_Rule]:
+    return frozenset((r.ethertype, r.protocol, r.port_range_min, r.port_range_max,
+                      frozenset(r.remote_ip_prefixes))
+                     for r in spec.security_rules if r.direction == direction)
+
+
+def _covers(rules: frozenset[_Rule], old: frozenset[_Rule]) -> bool:
+    """Whether ``rules`` allow everything ``old`` allowed: a rule whose remote prefixes
+    only grew (a member joined its remote group), or that a broader rule now covers,
+    narrows nothing. Conservative: a rule whose cover is not shown this way counts as
+    removed."""
+    for ethertype, protocol, low, high, wanted in old - rules:
+        have: set[str] = set()
+        for c_ethertype, c_protocol, c_low, c_high, prefixes in rules:
+            if c_ethertype != ethertype or c_protocol not in (None, protocol):
+                continue
+            if c_protocol is not None and (c_low, c_high) != (None, None) and not (
+                    low is not None and high is not None and c_low is not None
+                    and c_high is not None and c_low <= low and high <= c_high):
+                continue
+            if not prefixes:
+                break
+            have |= prefixes
+        else:
+            if not wanted or not wanted <= have:
+                return False
+    return True
+
+
 class L2Agent(Agent):
     agent_type = "Linux bridge agent"
     binary = "neutron-linuxbridge-agent"
@@ -88,9 +133,15 @@ class L2Agent(Agent):
         self._rules: dict[str, tuple[bool, frozenset, frozenset]] = {}
         """Port id -> (filtered, ingress rules, egress rules) as last put in place."""
         self._reported: dict[str, tuple[PortReport, float]] = {}
-        self._verified: dict[str, int] = {}
-        """Network id -> the revision last found (or made) right on the machine since the
-        last audit: ports of a network wired together check its bridge once."""
+        self._verified: dict[str, tuple] = {}
+        """Network id -> what its spec asked (``_network_key``) when last found (or made)
+        right on the machine since the last audit: ports of a network wired together, or
+        recast with a new revision of an unchanged network, check its bridge once."""
+        self._wired: dict[str, tuple] = {}
+        """Port id -> its wiring (``_wiring``) as last inspected since the last audit and
+        the device's last event: a port recast for its rules alone (a member joined a
+        remote group: every member is recast) is not inspected again, so a new port
+        costs a filter rewrite, not a netlink round per port of its groups."""
         self._filter = _Coalesced(self._apply_filter)
         self._verify_filter = False
         self.filter_rewrites = 0
@@ -130,6 +181,8 @@ class L2Agent(Agent):
     async def receive_network(self, spec: NetworkSpec) -> None:
         if self._stopping or not self.networks.offer(spec):
             return
+        if not spec.deleted and self._verified.get(spec.id) == _network_key(spec):
+            return  # recast for a port's sake, unchanged: the bridge was checked since the audit
         await self.sync(f"net:{spec.id}")
         if spec.deleted:
             for port in self._live_ports():
@@ -199,6 +252,7 @@ class L2Agent(Agent):
 
     async def run_once(self) -> None:
         self._verified.clear()
+        self._wired.clear()
         await super().run_once()
         verify, self._verify_filter = self._verify_filter, False
         if verify or self.synced:
@@ -223,8 +277,10 @@ class L2Agent(Agent):
                 await self.driver.remove_network(network_id)
             return
         if have is None or not have.matches(spec, self.data_ip):
+            for port_id in [p for p, n in self._port_network.items() if n == network_id]:
+                self._wired.pop(port_id, None)  # look at its ports again
             await self.driver.ensure_network(spec)
-        self._verified[network_id] = spec.revision
+        self._verified[network_id] = _network_key(spec)
 
     async def _sync_port(self, port_id: str) -> None:
         spec = self._port(port_id)
@@ -238,7 +294,7 @@ class L2Agent(Agent):
             raise PermanentFailure(f"network {spec.network.id} of port {port_id} is deleted")
         previous = self._port_network.get(port_id)
         self._port_network[port_id] = network.id
-        if (self._verified.get(network.id) != network.revision
+        if (self._verified.get(network.id) != _network_key(network)
                 and await self.sync(f"net:{network.id}") == "error"):
             raise PermanentFailure(f"network {network.id} cannot be set up here: "
                                    f"{self._failed.get(f'net:{network.id}', (0, '?'))[1]}")
@@ -246,6 +302,11 @@ class L2Agent(Agent):
             await self.sync(f"net:{previous}")
         await self._filter.run()
         await self._forget_what_rules_no_longer_allow(spec)
+        wiring = _wiring(spec, network)
+        if self._wired.get(port_id) == wiring:
+            await self._report(spec, "ACTIVE" if spec.admin_state_up else "DOWN")
+            return
+        self._wired.pop(port_id, None)
         have = await self.driver.inspect_port(spec)
         if have.exists and (have.network_id != network.id or have.up != spec.admin_state_up
                             or have.mtu != network.segment.mtu):
@@ -256,26 +317,31 @@ class L2Agent(Agent):
                 raise
             have = await self.driver.inspect_port(spec)
         wired = have.exists and have.network_id == network.id
+        if wired and have.up == spec.admin_state_up and have.mtu == network.segment.mtu:
+            self._wired[port_id] = wiring
         status = "ACTIVE" if wired and spec.admin_state_up else "DOWN"
         await self._report(spec, status)
 
     async def _forget_what_rules_no_longer_allow(self, spec: PortSpec) -> None:
-        """Connections a removed rule allowed would live on as established: drop them."""
-        now = (filtered(spec),
-               frozenset(r.model_dump_json() for r in spec.security_rules
-                         if r.direction == "ingress"),
-               frozenset(r.model_dump_json() for r in spec.security_rules
-                         if r.direction == "egress"))
+        """Connections a removed rule allowed would live on as established: drop them.
+
+        Only when something is allowed no more: a rule whose remote group gained a
+        member (every port of a group is recast when one joins) narrows nothing, and
+        dumping conntrack for each of them would cost O(ports) per new port."""
+        now = (filtered(spec), _rule_set(spec, "ingress"), _rule_set(spec, "egress"))
         before = self._rules.get(spec.id)
         if before is not None and before != now and now[0]:
             newly = not before[0]
-            inbound, outbound = newly or bool(before[1] - now[1]), newly or bool(before[2] - now[2])
+            inbound = newly or not _covers(now[1], before[1])
+            outbound = newly or not _covers(now[2], before[2])
             if inbound or outbound:
                 await self.driver.forget_connections(spec, inbound=inbound, outbound=outbound)
         self._rules[spec.id] = now
 
     async def _sync_gone_port(self, port_id: str) -> None:
         self._rules.pop(port_id, None)
+        self._wired.pop(port_id, None)
+        self._reported.pop(port_id, None)  # bound here again, it is reported afresh
         record = self.ports.get(port_id)
         network_id = self._port_network.pop(port_id, None)
         await self._filter.run()
@@ -337,4 +403,5 @@ class L2Agent(Agent):
     def _on_device(self, device: str) -> None:
         for port in self._live_ports():
             if (port.device or tap_name(port.id)) == device:
+                self._wired.pop(port.id, None)
                 self.sync_soon(f"port:{port.id}")

@@ -72,6 +72,12 @@ def _hostname(name: str) -> str:
     return label or "host"
 
 
+def _lease_max(hosts: int) -> int:
+    """Room for 4 leases per host, in powers of two (at least 256): it is on dnsmasq's
+    command line, so a value that followed every new port would restart it each time."""
+    return 1 << max(8, (4 * hosts - 1).bit_length())
+
+
 def _safe(name: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise PermanentFailure(f"unsafe identifier {name!r}")
@@ -86,6 +92,12 @@ class DnsmasqDriver:
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._waiters: dict[str, asyncio.Task] = {}
         self._on_change: Callable[[str], None] | None = None
+        self._files: dict[Path, dict[str, str]] = {}
+        """Host directory -> the files in it as this process last wrote or read them, so
+        a new port costs one file written, not a read of every host's file."""
+        self._planned: tuple[DhcpSpec, dict] | None = None
+        self.files_written = 0
+        """Host and DNS files written (for tests and benches: one per new port each)."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -157,7 +169,15 @@ class DnsmasqDriver:
     # -- what should be ----------------------------------------------------------------------
 
     def _plan(self, spec: DhcpSpec) -> dict:
-        """Everything ``ensure`` makes, as plain data (its digest is the fingerprint)."""
+        """Everything ``ensure`` makes, as plain data (its digest is the fingerprint).
+        The plan of the last spec is kept: ``fingerprint`` then ``ensure`` plan it once."""
+        if self._planned is not None and self._planned[0] is spec:
+            return self._planned[1]
+        plan = self._make_plan(spec)
+        self._planned = (spec, plan)
+        return plan
+
+    def _make_plan(self, spec: DhcpSpec) -> dict:
         port = spec.dhcp_port
         if port is None:
             raise PermanentFailure(f"network {spec.network_id} has no DHCP port")
@@ -185,7 +205,7 @@ class DnsmasqDriver:
                 "--bind-interfaces", f"--interface={device}", "--except-interface=lo",
                 "--leasefile-ro", "--dhcp-authoritative", "--log-facility=-",
                 f"--domain={domain}", f"--local=/{domain}/",
-                f"--dhcp-lease-max={max(256, 4 * len(spec.hosts))}"]
+                f"--dhcp-lease-max={_lease_max(len(spec.hosts))}"]
         for index, subnet in enumerate(subnets):
             argv += self._subnet_options(spec, subnet, f"s{index}", addresses)
         hosts, names = {}, {}
@@ -265,8 +285,8 @@ class DnsmasqDriver:
         (directory / "port").write_text(plan["port_id"] + "\n")
         if not device_ok:  # only the hosts changed: the namespace's device is as it was
             await self._ensure_device(spec.network_id, plan)
-        removed = self._write_files(directory / "hosts", plan["hosts"])
-        removed |= self._write_files(directory / "dns", plan["names"])
+        removed = await asyncio.to_thread(self._write_files, directory / "hosts", plan["hosts"])
+        removed |= await asyncio.to_thread(self._write_files, directory / "dns", plan["names"])
         proc = self._procs.get(spec.network_id)
         alive = proc is not None and proc.returncode is None and host.pid_alive(proc.pid)
         if not alive or removed or host.process_cmdline(proc.pid)[-len(plan["argv"]):] != plan["argv"]:
@@ -310,24 +330,36 @@ class DnsmasqDriver:
             master = plan["bridge"] if bridge is not None and link.master != bridge.index else None
             await nl.set_link(outside, mtu=plan["mtu"], master=master, up=True)
 
-    @staticmethod
-    def _write_files(directory: Path, files: dict[str, str]) -> bool:
-        """Write each file (temp name, then rename); remove the others. True if any was
-        removed or changed (dnsmasq only forgets on restart)."""
+    def _write_files(self, directory: Path, files: dict[str, str]) -> bool:
+        """Make ``directory`` hold exactly ``files``: write the new and changed ones (temp
+        name, then rename), remove the others. What is there is read from disk once per
+        process, then known, so adding a host writes one file and reads none. True if a
+        file was removed or changed (dnsmasq only forgets on restart)."""
+        known = self._files.get(directory)
+        if known is None:
+            known = {}
+            for path in directory.iterdir():
+                if not path.name.startswith("."):
+                    try:
+                        known[path.name] = path.read_text()
+                    except OSError:
+                        known[path.name] = ""
+            self._files[directory] = known
         touched = False
-        existing = {p.name for p in directory.iterdir() if not p.name.startswith(".")}
-        for name in existing - set(files):
+        for name in [n for n in known if n not in files]:
             (directory / name).unlink(missing_ok=True)
+            del known[name]
             touched = True
         for name, text in files.items():
-            path = directory / name
-            if name in existing:
-                if path.read_text() == text:
+            if name in known:
+                if known[name] == text:
                     continue
                 touched = True
             temp = directory / f".{name}.tmp"
             temp.write_text(text)
-            os.replace(temp, path)
+            os.replace(temp, directory / name)
+            known[name] = text
+            self.files_written += 1
         return touched
 
     async def remove(self, network_id: str) -> None:
@@ -350,6 +382,8 @@ class DnsmasqDriver:
                     if link is not None and link.alias == f"tinystack:{self.owner} dhcp {network_id}":
                         await nl.delete_link(link.name)
         shutil.rmtree(directory, ignore_errors=True)
+        self._files.pop(directory / "hosts", None)
+        self._files.pop(directory / "dns", None)
 
     # -- the process -------------------------------------------------------------------------
 
