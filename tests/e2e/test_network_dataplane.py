@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import time
 import uuid
@@ -19,13 +20,14 @@ import uuid
 import httpx
 import pytest
 from icmp import EchoSocket
-from netlab import Guest, Lab, host_ping, leftovers, require_root
+from netlab import DEFAULT_RULES, Guest, Lab, host_ping, leftovers, require_root, sh
 
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from tinystack.compute.metadata import MetadataApp, ServerFacts
 from tinystack.network.agents import host
+from tinystack.network.messages import SecurityRule
 
 pytestmark = pytest.mark.skipif(require_root() is not None, reason=require_root() or "")
 
@@ -319,3 +321,101 @@ async def test_agents_that_clean_on_exit_leave_nothing_when_stopped(tmp_path):
         assert leftovers(lab, [network.id, ext.id], [router_id]) == []
     finally:
         await lab.close()
+
+
+V6_A, V6_B = "fd00:231:1::/64", "fd00:231:2::/64"
+
+
+def _slaac_port(lab: Lab, network, cidr: str):
+    """A guest port whose only address is the EUI-64 one IPAM gives on a slaac subnet."""
+    rules = [*DEFAULT_RULES, SecurityRule(direction="ingress", ethertype="IPv6",
+                                          protocol="icmp")]
+    port = lab.port(network, "10.231.9.9", "10.231.9.0/24", rules=rules)
+    address = _eui64(ipaddress.ip_network(cidr), port.mac)
+    gateway = str(ipaddress.ip_network(cidr).network_address + 1)
+    return lab.revise(port, port.revision, fixed_ips=[
+        {"subnet_id": f"subnet-{cidr}", "ip_address": address, "cidr": cidr,
+         "gateway_ip": gateway}])
+
+
+def _eui64(network, mac: str) -> str:
+    octets = [int(p, 16) for p in mac.split(":")]
+    octets[0] ^= 0x02
+    suffix = int.from_bytes(bytes(octets[:3] + [0xFF, 0xFE] + octets[3:]), "big")
+    return str(ipaddress.IPv6Address(int(network.network_address) | suffix))
+
+
+async def _slaac_address(guest: Guest, deadline: float = 20.0) -> list[str]:
+    """The guest's global IPv6 addresses once SLAAC gave it one (DAD done)."""
+    end = time.monotonic() + deadline
+    while True:
+        _, out = await guest.run("ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope",
+                                 "global")
+        found = [line.split()[3] for line in out.splitlines() if "tentative" not in line]
+        if found or time.monotonic() > end:
+            return found
+        await asyncio.sleep(0.2)
+
+
+async def test_ipv6_slaac_guests_take_their_eui64_address_from_router_advertisements(lab):
+    net_a, net_b = lab.network(), lab.network()
+    router_id = str(uuid.uuid4())
+    router = lab.router(router_id, [(net_a, "fd00:231:1::1", V6_A),
+                                    (net_b, "fd00:231:2::1", V6_B)], None)
+    router = lab.revise(router, router.revision, interfaces=[
+        i.model_copy(update={"ip_version": 6, "ipv6_ra_mode": "slaac",
+                             "ipv6_address_mode": "slaac", "gateway_ip": i.ip_address})
+        for i in router.interfaces])
+    await lab.send_router(router)
+    await lab.wait_router(router_id, router.revision)
+    ports = [_slaac_port(lab, net_a, V6_A), _slaac_port(lab, net_a, V6_A),
+             _slaac_port(lab, net_b, V6_B)]
+    for port in ports:
+        await lab.send_port(port)
+    guests = [await guest_on(lab, n, p) for n, p in zip("abc", ports, strict=True)]
+    for port in ports:
+        await lab.wait_port(port.id)
+    for guest in guests:  # the taps are on their bridges now: solicit an advertisement
+        await guest.run("sysctl", "-q", "-w", "net.ipv6.conf.eth0.accept_ra=1")
+        await guest.run("ip", "link", "set", "eth0", "down")
+        await guest.run("ip", "link", "set", "eth0", "up")
+
+    for guest, port in zip(guests, ports, strict=True):
+        assert await _slaac_address(guest) == [f"{port.fixed_ips[0]['ip_address']}/64"]
+        guest.address = port.fixed_ips[0]["ip_address"]
+    _, routes = await guests[0].run("ip", "-6", "route")
+    assert "default via fe80::" in routes
+    _, mtu = await guests[0].run("cat", "/proc/sys/net/ipv6/conf/eth0/mtu")
+    assert mtu.strip() == "1450", "the advertisement carries the VXLAN MTU"
+    g1, g2, g3 = guests
+    assert await g1.ping_until("fd00:231:1::1"), "the router's gateway address"
+    assert await g1.ping_until(g2.address), "another guest on the network"
+    assert await g1.ping_until(g3.address), "a guest on the other network, routed"
+    assert await g3.ping_until(g1.address)
+
+    # Anti-spoofing: a made-up IPv6 source is dropped, the SLAAC one passes.
+    await g1.run("ip", "-6", "addr", "add", "fd00:231:1::99/64", "dev", "eth0", "nodad")
+    assert not await g1.ping(g2.address, source="fd00:231:1::99")
+    assert await g1.ping(g2.address, source=g1.address)
+
+    # The RA process follows the interfaces: restarted for one, gone with none.
+    ns = f"qrouter-{router_id}"
+    _, pids = await sh("ip", "netns", "pids", ns)
+    assert len(pids.split()) == 1
+    one = lab.revise(router, lab.next_revision(), interfaces=router.interfaces[:1])
+    await lab.send_router(one)
+    await lab.wait_router(router_id, one.revision)
+    _, after = await sh("ip", "netns", "pids", ns)
+    assert len(after.split()) == 1 and after.split() != pids.split()
+    none = lab.revise(router, lab.next_revision(), interfaces=[])
+    await lab.send_router(none)
+    await lab.wait_router(router_id, none.revision)
+    _, left = await sh("ip", "netns", "pids", ns)
+    assert left.split() == []
+
+    for guest in guests:
+        await guest.delete()
+    await lab.send_router(lab.revise(router, lab.next_revision(), deleted=True))
+    for port in ports:
+        await lab.send_port(lab.revise(port, lab.next_revision(), deleted=True))
+    await _until_clean(lab, [net_a.id, net_b.id], [router_id])

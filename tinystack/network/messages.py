@@ -209,6 +209,13 @@ class RouterInterface(_Message):
     mac: str
     ip_address: str
     cidr: str
+    ip_version: int = 4
+    gateway_ip: str | None = None
+    """The subnet's gateway (a router interface on a subnet holds it)."""
+    ipv6_ra_mode: str | None = None
+    """The subnet's ``ipv6_ra_mode``: with ``slaac`` or ``dhcpv6-stateless`` the router
+    sends router advertisements for ``cidr`` on this interface."""
+    ipv6_address_mode: str | None = None
 
 
 class FloatingIpSpec(_Message):

@@ -254,7 +254,9 @@ class SpecBuilder:
             interface = m.RouterInterface(
                 port_id=port.id, subnet_id=subnet.id, network_id=network.id,
                 segment=self.segment(network), mac=port.mac_address,
-                ip_address=address.ip_address, cidr=subnet.cidr)
+                ip_address=address.ip_address, cidr=subnet.cidr,
+                ip_version=subnet.ip_version, gateway_ip=subnet.gateway_ip,
+                ipv6_ra_mode=subnet.ipv6_ra_mode, ipv6_address_mode=subnet.ipv6_address_mode)
             if port.device_owner == ROUTER_GATEWAY_OWNER:
                 if gateway is None and subnet.ip_version == 4:
                     gateway, gateway_ip = interface, subnet.gateway_ip

@@ -232,6 +232,23 @@ async def test_the_l3_agent_gets_the_whole_router(neutron, agents, private):
     assert agents.last("sync_port", gateway_port, m.l2_target(NODE)).deleted
 
 
+async def test_a_router_interface_carries_its_subnets_ipv6_modes(neutron, agents, private):
+    net, sub = private
+    v6 = await neutron.create("subnet", network_id=net["id"], ip_version=6, cidr="fd00:31::/64",
+                              ipv6_ra_mode="slaac", ipv6_address_mode="slaac")
+    router = await neutron.create("router")
+    for subnet in (sub, v6):
+        await neutron.put(f"/v2.0/routers/{router['id']}/add_router_interface",
+                          {"subnet_id": subnet["id"]})
+    spec = agents.last("sync_router", router["id"], L3)
+    by_subnet = {i.subnet_id: i for i in spec.interfaces}
+    assert (by_subnet[v6["id"]].ip_version, by_subnet[v6["id"]].ip_address,
+            by_subnet[v6["id"]].gateway_ip, by_subnet[v6["id"]].ipv6_ra_mode,
+            by_subnet[v6["id"]].ipv6_address_mode) == (6, "fd00:31::1", "fd00:31::1", "slaac",
+                                                       "slaac")
+    assert (by_subnet[sub["id"]].ip_version, by_subnet[sub["id"]].ipv6_ra_mode) == (4, None)
+
+
 async def test_a_network_going_down_takes_its_ports_down(neutron, agents, private):
     net, _ = private
     port = await _bound_port(neutron, net["id"])

@@ -103,3 +103,66 @@ def test_a_new_host_writes_one_file_each_and_reads_none(tmp_path, monkeypatch):
 
     assert _lease_max(1) == _lease_max(64) == 256, "dnsmasq's command line does not follow"
     assert _lease_max(65) == 512 and _lease_max(200) == 1024
+
+
+def test_a_router_on_an_ipv6_slaac_subnet_advertises_it(specs, tmp_path):
+    """A router interface on a slaac or dhcpv6-stateless subnet holds the gateway address
+    and is advertised by an RA-only dnsmasq (no DNS); an IPv4-only router plans none."""
+    from tinystack.network.messages import RouterInterface
+
+    internal = specs.network()
+    v4_only = specs.router(internal, specs.network(flat=True))
+    driver = RouterNamespaceDriver(state_dir=tmp_path, owner="check")
+    assert set(driver._plan(v4_only)) == {"namespace", "devices", "routes", "nat"}
+
+    def v6(cidr: str, mode: str | None, port_id: str) -> RouterInterface:
+        gateway = cidr.split("/")[0] + "1"
+        return RouterInterface(port_id=port_id, subnet_id=f"s-{cidr}", network_id=internal.id,
+                               segment=internal.segment, mac="fa:16:3e:00:00:07",
+                               ip_address=gateway, cidr=cidr, ip_version=6,
+                               gateway_ip=gateway, ipv6_ra_mode=mode, ipv6_address_mode=mode)
+    router = specs.revise(v4_only, specs.revision(), interfaces=[
+        *v4_only.interfaces, v6("2001:db8:1::/64", "slaac", "11111111-aaaa"),
+        v6("2001:db8:2::/64", "dhcpv6-stateless", "22222222-bbbb"),
+        v6("2001:db8:3::/64", "dhcpv6-stateful", "33333333-cccc")])
+    plan = driver._plan(router)
+
+    assert plan["devices"]["qr-11111111aaa"]["addresses"] == ["2001:db8:1::1/64"]
+    assert plan["ipv6"] is True
+    argv = plan["ra"]
+    assert {"--enable-ra", "--port=0", "--keep-in-foreground", "--leasefile-ro"} <= set(argv)
+    assert "--interface=qr-11111111aaa" in argv and "--interface=qr-22222222bbb" in argv
+    assert "--dhcp-range=2001:db8:1::,ra-only,64" in argv
+    assert "--dhcp-range=2001:db8:2::,ra-stateless,64" in argv
+    assert "--ra-param=qr-11111111aaa,mtu:1450,30,1800" in argv
+    assert not any("2001:db8:3::" in a or "qr-33333333ccc" in a for a in argv), \
+        "stateful DHCPv6 is not advertised here"
+    assert "2001:db8" not in plan["nat"], "IPv6 is routed, never NATed"
+    assert driver._is_ours(argv) and not driver._is_ours(["dnsmasq", "--dhcp-leasefile=/x/l"])
+    result = subprocess.run([*argv, "--test"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    nft_check(plan["nat"].replace("table ip tinystack_check {}\ndelete table ip tinystack_check\n",
+                                  ""))
+
+
+def test_nft_lets_ipv6_neighbour_discovery_through_and_pins_the_link_local(specs):
+    from tinystack.network.agents.security_groups import link_local_address
+
+    network = specs.network()
+    port = specs.port(network, fixed_ips=[
+        {"ip_address": "10.0.0.5", "cidr": "10.0.0.0/24"},
+        {"ip_address": "2001:db8::f816:3eff:feaa:bbcc", "cidr": "2001:db8::/64"}]
+    ).model_copy(update={"mac": "fa:16:3e:aa:bb:cc"})
+    text = render([port], table="tinystack_check")
+
+    assert link_local_address("fa:16:3e:aa:bb:cc") == "fe80::f816:3eff:feaa:bbcc"
+    assert ("ether type ip6 ip6 saddr != { ::, fe80::f816:3eff:feaa:bbcc, "
+            "2001:db8::f816:3eff:feaa:bbcc } drop") in text
+    assert "fe80::/10" not in text, "only the port's own link-local address"
+    assert "ether type ip6 icmpv6 type nd-router-advert drop" in text, "a guest is no router"
+    assert ("icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, "
+            "mld-listener-query, mld-listener-report, mld-listener-done, "
+            "mld2-listener-report } return") in text
+    assert ("icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert, "
+            "mld-listener-query } accept") in text
+    nft_check(text)

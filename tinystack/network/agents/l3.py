@@ -12,7 +12,9 @@ Before a router is built its ports are handed to this node's L2 agent
 (``offer_local_port``) so the bridges exist. After each applied revision the
 agent casts ``report_router`` (``RouterReport``: the router and each of its
 floating IPs ACTIVE). Never opens the database; the Linux work is in
-``drivers/router_ns.py``.
+``drivers/router_ns.py`` (which also sends IPv6 router advertisements on
+``slaac``/``dhcpv6-stateless`` interfaces; a driver with ``watch`` calls back
+when such a process dies, and that router is synced again).
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ class L3Agent(Agent):
         return {"sync_router": sync_router}
 
     async def start_driver(self) -> None:
+        watch = getattr(self.driver, "watch", None)
+        if watch is not None:  # the router-advertisement process died: sync that router
+            watch(self.sync_soon)
         await self.driver.start()
 
     async def close_driver(self) -> None:

@@ -7,8 +7,10 @@ apart):
 
 - ``bridge <table>``: per-port anti-spoofing at prerouting (a frame from a
   port must carry its MAC, and its IPv4/IPv6 source and ARP sender must be
-  one of its fixed IPs or allowed address pairs; a guest may not answer as
-  a DHCP server; only IPv4, ARP and IPv6 pass), and a forward chain that
+  one of its fixed IPs or allowed address pairs, or for IPv6 the
+  link-local address (EUI-64) of one of its MACs; a guest may not answer
+  as a DHCP server nor send router advertisements; only IPv4, ARP and IPv6
+  pass), and a forward chain that
   marks each bridged packet with the index of the port it came from (upper
   16 bits) and the port it goes to (lower 16 bits).
 - ``inet <table>``: the kernel has no conntrack in the bridge family, but
@@ -17,7 +19,11 @@ apart):
   marked with a port's index through that port's egress chain (``return``
   when allowed) and its ingress chain (``accept``); both start with
   ``ct state established,related`` and end in ``drop``, so the rules are
-  stateful and inbound is denied unless a rule allows it. A raw prerouting
+  stateful and inbound is denied unless a rule allows it. IPv6 neighbour
+  discovery always passes, as in Neutron: neighbour solicitations and
+  advertisements both ways, router solicitations and multicast listener
+  reports out, router advertisements and listener queries in (conntrack
+  leaves these untracked). A raw prerouting
   chain puts each VXLAN network in its own conntrack zone (its VNI), so
   overlapping tenant addresses never share connection state.
 
@@ -39,8 +45,8 @@ from collections.abc import Iterable
 
 from tinystack.network.messages import PortSpec, SecurityRule, bridge_name, tap_name
 
-__all__ = ["PROTOCOL_NUMBERS", "ZONE_LIMIT", "filtered", "fingerprint_of", "render",
-           "table_name"]
+__all__ = ["PROTOCOL_NUMBERS", "ZONE_LIMIT", "filtered", "fingerprint_of",
+           "link_local_address", "render", "table_name"]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +98,14 @@ def _macs(port: PortSpec) -> list[str]:
     return [m for m in macs if _MAC_RE.match(m)]
 
 
+def link_local_address(mac: str) -> str:
+    """The fe80::/64 address a host with ``mac`` gives itself (modified EUI-64)."""
+    octets = [int(part, 16) for part in mac.split(":")]
+    octets[0] ^= 0x02
+    interface = bytes(octets[:3] + [0xFF, 0xFE] + octets[3:])
+    return str(ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + interface))
+
+
 def _sources(port: PortSpec) -> tuple[list[str], list[str]]:
     """The IPv4 and IPv6 sources (addresses or prefixes) the port may use."""
     v4: list[str] = []
@@ -131,8 +145,10 @@ def _spoof_chain(port: PortSpec, chain: str) -> list[str]:
         lines.append(f"    ether type ip ip saddr != {_set(v4)} drop")
     else:
         lines.append("    ether type ip drop")
-    lines.append(f"    ether type ip6 ip6 saddr != {_set(['::', 'fe80::/10', *v6])} drop")
+    link_local = [link_local_address(mac) for mac in macs]
+    lines.append(f"    ether type ip6 ip6 saddr != {_set(['::', *link_local, *v6])} drop")
     lines.append("    ether type ip6 udp sport 547 udp dport 546 drop")
+    lines.append("    ether type ip6 icmpv6 type nd-router-advert drop")
     lines.append("    ether type != { ip, arp, ip6 } drop")
     lines.append("  }")
     return lines
@@ -190,6 +206,8 @@ def _rule_match(rule: SecurityRule) -> str | None:
 
 
 _ND = "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert, mld-listener-query }"
+_ND_OUT = ("icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, "
+           "mld-listener-query, mld-listener-report, mld-listener-done, mld2-listener-report }")
 
 
 def _filter_chains(port: PortSpec, egress: str, ingress: str) -> list[str]:
@@ -197,7 +215,7 @@ def _filter_chains(port: PortSpec, egress: str, ingress: str) -> list[str]:
              "    ct state established,related return",
              "    ct state invalid drop",
              "    udp sport 68 udp dport 67 return",
-             f"    {_ND.replace('nd-router-advert', 'nd-router-solicit')} return"]
+             f"    {_ND_OUT} return"]
     ingress_lines = [f"  chain {ingress} {{",
                      "    ct state established,related accept",
                      "    ct state invalid drop",

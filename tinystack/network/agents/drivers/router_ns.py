@@ -11,6 +11,17 @@ nft table in the namespace: DNAT per floating IP (prerouting and output),
 SNAT from each floating IP's fixed address to it, and SNAT of the internal
 subnets to the gateway address when ``enable_snat``.
 
+IPv6: an interface on a subnet whose ``ipv6_ra_mode`` is ``slaac`` or
+``dhcpv6-stateless`` makes the router send router advertisements for that
+prefix there, as Neutron's radvd does: one dnsmasq per router in RA-only mode
+(``--enable-ra``, ``ra-only``/``ra-stateless`` ranges, ``--port=0``: no DNS), a
+child of the agent (``ip netns exec``, ``--keep-in-foreground``), restarted
+when its command line (the set of prefixes) changes and never sent SIGHUP; it
+goes when the last such interface or the router does. A router with an IPv6
+address has IPv6 forwarding on and no duplicate address detection in its
+namespace, so its addresses (and the link-local one the advertisements come
+from) are usable at once.
+
 ``ensure_gateways`` gives the host its own address on external networks
 (the external subnet's gateway, 172.24.4.1/24 in DevStack's layout) on that
 network's bridge, so the host, playing "the outside", reaches floating IPs.
@@ -22,6 +33,7 @@ touched on bridges carrying our owner tag. Read ``host.py`` next.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import ipaddress
@@ -29,6 +41,8 @@ import json
 import logging
 import re
 import shutil
+import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from tinystack.network.agents import host
@@ -43,6 +57,15 @@ from tinystack.network.messages import RouterInterface, RouterSpec, bridge_name,
 __all__ = ["RouterNamespaceDriver", "router_namespace"]
 
 log = logging.getLogger(__name__)
+
+RA_MODES = {"slaac": "ra-only", "dhcpv6-stateless": "ra-stateless"}
+"""A subnet's ``ipv6_ra_mode`` -> the dnsmasq range mode that advertises it."""
+RA_INTERVAL = 30
+"""Seconds between unsolicited router advertisements (a router solicitation is answered
+at once)."""
+RA_LIFETIME = 1800
+"""The router lifetime in each advertisement, in seconds."""
+STOP_TIMEOUT = 5.0
 
 
 def router_namespace(router_id: str) -> str:
@@ -69,16 +92,36 @@ def _cidr(interface: RouterInterface) -> str:
 
 
 class RouterNamespaceDriver:
-    def __init__(self, *, state_dir: Path, owner: str):
+    def __init__(self, *, state_dir: Path, owner: str, binary: str = "dnsmasq"):
         self.root = state_dir
         self.owner = owner
         self.table = table_name(owner)
+        self.binary = binary
+        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        """Router id -> its router-advertisement dnsmasq (a child of the agent)."""
+        self._waiters: dict[str, asyncio.Task] = {}
+        self._on_change: Callable[[str], None] | None = None
 
     async def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        strays = await asyncio.to_thread(host.find_processes, self._is_ours)
+        for pid in strays:
+            log.info("l3: stopping router advertisements %d left by an earlier agent; they "
+                     "restart as a child", pid)
+            await self._stop_pid(pid)
 
     async def close(self) -> None:
-        return None
+        for router_id in list(self._procs):
+            await self._stop_ra(router_id)
+
+    def watch(self, on_change: Callable[[str], None]) -> None:
+        """``on_change(router_id)`` when a router's advertisement process dies."""
+        self._on_change = on_change
+
+    def _is_ours(self, argv: list[str]) -> bool:
+        prefix = f"--dhcp-leasefile={self.root}/"
+        return any(Path(a).name == "dnsmasq" for a in argv[:1]) and any(
+            a.startswith(prefix) for a in argv)
 
     def _dir(self, router_id: str) -> Path:
         return self.root / _safe(router_id)
@@ -91,12 +134,22 @@ class RouterNamespaceDriver:
     def _plan(self, spec: RouterSpec) -> dict:
         devices = {}
         internal = []
+        advertised: dict[str, list[tuple[str, str]]] = {}
         for interface in spec.interfaces:
-            devices[_inside("qr-", interface.port_id)] = {
-                "port_id": interface.port_id, "mac": interface.mac.lower(),
-                "mtu": interface.segment.mtu, "addresses": [_cidr(interface)],
-                "bridge": bridge_name(interface.network_id)}
-            internal.append(str(ipaddress.ip_network(interface.cidr, strict=False)))
+            device = _inside("qr-", interface.port_id)
+            if device in devices:  # a second address of one port (another subnet)
+                devices[device]["addresses"].append(_cidr(interface))
+            else:
+                devices[device] = {
+                    "port_id": interface.port_id, "mac": interface.mac.lower(),
+                    "mtu": interface.segment.mtu, "addresses": [_cidr(interface)],
+                    "bridge": bridge_name(interface.network_id)}
+            network = ipaddress.ip_network(interface.cidr, strict=False)
+            if network.version == 4:
+                internal.append(str(network))
+            elif interface.ipv6_ra_mode in RA_MODES:
+                advertised.setdefault(device, []).append(
+                    (str(network), RA_MODES[interface.ipv6_ra_mode]))
         routes = {}
         gateway_device = None
         fips = []
@@ -124,8 +177,33 @@ class RouterNamespaceDriver:
                 log.warning("l3: router %s: bad route %r left out", spec.id, route)
         nat = self._nat(gateway_device, fips, sorted(set(internal)),
                         spec.gateway.ip_address if spec.gateway and spec.enable_snat else None)
-        return {"namespace": router_namespace(spec.id), "devices": devices, "routes": routes,
+        plan = {"namespace": router_namespace(spec.id), "devices": devices, "routes": routes,
                 "nat": nat}
+        if any(ipaddress.ip_interface(a).version == 6
+               for d in devices.values() for a in d["addresses"]):
+            plan["ipv6"] = True
+        if advertised:
+            plan["ra"] = self._ra_argv(spec.id, advertised, devices)
+        return plan
+
+    def _ra_argv(self, router_id: str, advertised: dict[str, list[tuple[str, str]]],
+                 devices: dict) -> list[str]:
+        """dnsmasq sending router advertisements only: no DNS, no DHCP beyond the
+        stateless DHCPv6 that ``ra-stateless`` implies; the lease file is never written
+        (``--leasefile-ro``) and only names the router's directory, so a stray is found."""
+        argv = [self.binary, "--keep-in-foreground", "--conf-file=/dev/null", "--no-hosts",
+                "--no-resolv", "--port=0", "--user=root", "--group=root", "--pid-file=",
+                f"--dhcp-leasefile={self._dir(router_id)}/ra.leases", "--leasefile-ro",
+                "--log-facility=-", "--quiet-ra", "--enable-ra", "--except-interface=lo"]
+        for device in sorted(advertised):
+            argv.append(f"--interface={device}")
+            argv.append(f"--ra-param={device},mtu:{devices[device]['mtu']},{RA_INTERVAL},"
+                        f"{RA_LIFETIME}")
+            for cidr, mode in sorted(set(advertised[device])):
+                network = ipaddress.ip_network(cidr)
+                argv.append(f"--dhcp-range={network.network_address},{mode},"
+                            f"{network.prefixlen}")
+        return argv
 
     def _nat(self, gateway: str | None, fips: list[tuple[str, str]], internal: list[str],
              snat_to: str | None) -> str:
@@ -171,6 +249,8 @@ class RouterNamespaceDriver:
         record = self._applied(directory)
         if "fingerprint" not in record:
             return RouterState(router_id=router_id)
+        if record.get("ra") and not self._ra_running(router_id):
+            return RouterState(router_id=router_id)
         async with self._netlink() as nl:
             links = {link.name: link for link in await nl.links()}
         for port_id in record.get("ports", []):
@@ -207,6 +287,10 @@ class RouterNamespaceDriver:
             await host.sysctl_set("net.ipv4.ip_forward", "1", netns=ns)
             if fresh:
                 await host.sysctl_set("net.ipv4.conf.all.rp_filter", "0", netns=ns)
+            if plan.get("ipv6"):  # before the devices, so new ones skip DAD
+                for key in ("net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad"):
+                    await host.sysctl_set(key, "0", netns=ns)
+                await host.sysctl_set("net.ipv6.conf.all.forwarding", "1", netns=ns)
         except host.HostError as exc:
             raise TemporaryFailure(str(exc)) from None
         await self._ensure_devices(spec.id, plan)
@@ -225,9 +309,12 @@ class RouterNamespaceDriver:
                                               reply_destinations=gone)
             except host.HostError as exc:
                 raise TemporaryFailure(str(exc)) from None
+        await self._ensure_ra(spec.id, plan)
         ports = sorted(d["port_id"] for d in plan["devices"].values())
-        (directory / "applied").write_text(json.dumps(
-            {"fingerprint": fingerprint, "floating_ips": fips, "ports": ports, "nat": nat}))
+        record = {"fingerprint": fingerprint, "floating_ips": fips, "ports": ports, "nat": nat}
+        if plan.get("ra"):
+            record["ra"] = True
+        (directory / "applied").write_text(json.dumps(record))
         return RouterState(router_id=spec.id, fingerprint=fingerprint,
                            floating_ips=frozenset(fips))
 
@@ -277,6 +364,7 @@ class RouterNamespaceDriver:
         directory = self._dir(router_id)
         claim = directory / "claim"
         ns = router_namespace(router_id)
+        await self._stop_ra(router_id)
         if claim.exists():
             recorded = claim.read_text().strip()
             inode = host.netns_inode(ns)
@@ -290,6 +378,68 @@ class RouterNamespaceDriver:
                     if link.alias == self._alias(router_id):
                         await nl.delete_link(link.name)
         shutil.rmtree(directory, ignore_errors=True)
+
+    # -- router advertisements ----------------------------------------------------------------
+
+    def _ra_running(self, router_id: str) -> bool:
+        proc = self._procs.get(router_id)
+        return proc is not None and proc.returncode is None and host.pid_alive(proc.pid)
+
+    async def _ensure_ra(self, router_id: str, plan: dict) -> None:
+        """The router's advertisement process runs exactly ``plan["ra"]``, or none runs."""
+        argv = plan.get("ra")
+        if not argv:
+            await self._stop_ra(router_id)
+            return
+        if self._ra_running(router_id):
+            pid = self._procs[router_id].pid
+            if host.process_cmdline(pid)[-len(argv):] == argv:
+                return
+        await self._stop_ra(router_id)
+        log_path = self._dir(router_id) / "ra.log"
+        try:
+            proc = await host.start_process(argv, log_path=log_path, netns=plan["namespace"])
+        except host.HostError as exc:
+            raise TemporaryFailure(str(exc)) from None
+        self._procs[router_id] = proc
+        self._waiters[router_id] = asyncio.get_running_loop().create_task(
+            self._wait(router_id, proc))
+        await asyncio.sleep(0.02)
+        if proc.returncode is not None:
+            tail = log_path.read_text(errors="replace")[-400:] if log_path.exists() else ""
+            raise TemporaryFailure(f"router advertisements of router {router_id} exited "
+                                   f"{proc.returncode}: {tail.strip()}")
+
+    async def _wait(self, router_id: str, proc: asyncio.subprocess.Process) -> None:
+        code = await proc.wait()
+        if self._procs.get(router_id) is proc:
+            log.warning("l3: router advertisements of router %s exited %s", router_id, code)
+            self._procs.pop(router_id, None)
+            if self._on_change is not None:
+                self._on_change(router_id)
+
+    async def _stop_ra(self, router_id: str) -> None:
+        proc = self._procs.pop(router_id, None)
+        waiter = self._waiters.pop(router_id, None)
+        if waiter is not None:
+            waiter.cancel()
+        if proc is None or proc.returncode is not None:
+            return
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+    @staticmethod
+    async def _stop_pid(pid: int) -> None:
+        host.kill(pid, signal.SIGTERM)
+        for _ in range(int(STOP_TIMEOUT / 0.05)):
+            if not host.pid_alive(pid):
+                return
+            await asyncio.sleep(0.05)
+        host.kill(pid, signal.SIGKILL)
 
     # -- the host's addresses on external networks -------------------------------------------
 
