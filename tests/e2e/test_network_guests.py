@@ -152,7 +152,11 @@ def test_a_server_on_a_second_network_reaches_them_through_the_router(
     net = cli_json(ts, "network", "create", "second")
     subnet = cli_json(ts, "subnet", "create", "second-subnet", "--network", "second",
                       "--subnet-range", "10.0.1.0/26")
+    v6 = cli_json(ts, "subnet", "create", "second-v6", "--network", "second",
+                  "--ip-version", "6", "--ipv6-ra-mode", "slaac", "--ipv6-address-mode",
+                  "slaac", "--subnet-range", "fd00:c1::/64")
     ts.openstack("router", "add", "subnet", "router1", "second-subnet", cloud="tinystack")
+    ts.openstack("router", "add", "subnet", "router1", "second-v6", cloud="tinystack")
     guests.boot("vm-c", "--nic", f"net-id={net['id']}")
     hostname, addresses = wait_for_ready(ts, "vm-c")
     address = addresses.split("/")[0]
@@ -160,12 +164,30 @@ def test_a_server_on_a_second_network_reaches_them_through_the_router(
     assert ping_until(floating, True)
     assert guests.ssh(floating, f"ping -c 1 -W 2 {address}").returncode == 0
 
+    # IPv6: the guest's kernel takes its port's EUI-64 address from the router's
+    # advertisements, and reaches the router's gateway address with it.
     [port] = cli_json(ts, "port", "list", "--server", "vm-c")
+    [address6] = [ip["ip_address"] for ip in port["Fixed IP Addresses"]
+                  if ip["subnet_id"] == v6["id"]]
+    ts.openstack("server", "remove", "floating", "ip", "vm-a", floating, cloud="tinystack")
+    ts.openstack("server", "add", "floating", "ip", "vm-c", floating, cloud="tinystack")
+    try:
+        assert ping_until(floating, True)
+        found = guests.ssh(floating, "for i in 1 2 3 4 5 6 7 8 9 10; do "
+                           "ip -6 addr show scope global | grep -q inet6 && break; sleep 1; done;"
+                           " ip -6 addr show scope global").stdout
+        assert f"inet6 {address6}/64" in found, found
+        assert guests.ssh(floating, f"ping -6 -c 1 -W 2 {v6['gateway_ip']}").returncode == 0
+    finally:
+        ts.openstack("server", "remove", "floating", "ip", "vm-c", floating, cloud="tinystack")
+        ts.openstack("server", "add", "floating", "ip", "vm-a", floating, cloud="tinystack")
+
     details = cli_json(ts, "port", "show", port["ID"], cloud="tinystack-admin")
     bridge = details["binding_vif_details"]["bridge_name"]
     tap = details["binding_vif_details"]["tap_name"]
     ts.openstack("server", "delete", "--wait", "vm-c", cloud="tinystack")
-    ts.openstack("router", "remove", "subnet", "router1", "second-subnet", cloud="tinystack")
+    for name in ("second-subnet", "second-v6"):
+        ts.openstack("router", "remove", "subnet", "router1", name, cloud="tinystack")
     ts.openstack("network", "delete", "second", cloud="tinystack")
     deadline = time.monotonic() + 30
     while True:
