@@ -34,12 +34,12 @@ import logging
 import os
 import re
 import shutil
-import signal
 from collections.abc import Callable
 from pathlib import Path
 
 from tinystack.network.agents import host
 from tinystack.network.agents.drivers.base import DhcpState, PermanentFailure, TemporaryFailure
+from tinystack.network.agents.drivers.children import Children
 from tinystack.network.messages import DhcpSpec, bridge_name, tap_name
 
 __all__ = ["DnsmasqDriver", "METADATA_ADDRESS", "dhcp_namespace"]
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 
 METADATA_ADDRESS = "169.254.169.254"
 LEASE_TIME = "86400s"
-STOP_TIMEOUT = 5.0
 
 
 _DEVICE_KEYS = ("namespace", "port_id", "device", "mac", "mtu", "addresses", "bridge")
@@ -89,9 +88,7 @@ class DnsmasqDriver:
         self.root = state_dir
         self.owner = owner
         self.binary = binary
-        self._procs: dict[str, asyncio.subprocess.Process] = {}
-        self._waiters: dict[str, asyncio.Task] = {}
-        self._on_change: Callable[[str], None] | None = None
+        self._children = Children(lambda network_id: f"dnsmasq for network {network_id}")
         self._files: dict[Path, dict[str, str]] = {}
         """Host directory -> the files in it as this process last wrote or read them, so
         a new port costs one file written, not a read of every host's file."""
@@ -103,18 +100,13 @@ class DnsmasqDriver:
 
     async def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        strays = await asyncio.to_thread(host.find_processes, self._is_ours)
-        for pid in strays:
-            log.info("dhcp: stopping dnsmasq %d left by an earlier agent; it restarts as a "
-                     "child", pid)
-            await self._stop_pid(pid)
+        await self._children.stop_strays(self._is_ours, "dnsmasq")
 
     async def close(self) -> None:
-        for network_id in list(self._procs):
-            await self._stop(network_id)
+        await self._children.stop_all()
 
     def watch(self, on_change: Callable[[str], None]) -> None:
-        self._on_change = on_change
+        self._children.on_exit = on_change
 
     def namespace(self, network_id: str) -> str:
         return dhcp_namespace(network_id)
@@ -141,9 +133,8 @@ class DnsmasqDriver:
         ns = dhcp_namespace(network_id)
         inode = host.netns_inode(ns)
         recorded = (directory / "claim").read_text().strip()
-        proc = self._procs.get(network_id)
-        running = (proc is not None and proc.returncode is None and host.pid_alive(proc.pid))
-        intact = inode is not None and recorded == str(inode) and running
+        pid = self._children.pid(network_id)
+        intact = inode is not None and recorded == str(inode) and pid is not None
         if intact:
             async with self._netlink() as nl:
                 link = await nl.link(tap_name(self._port_id(directory)))
@@ -151,7 +142,7 @@ class DnsmasqDriver:
         fingerprint = self._applied(directory).get("fingerprint", "")
         return DhcpState(network_id=network_id, running=intact,
                          fingerprint=fingerprint if intact else "",
-                         pid=proc.pid if running else None)
+                         pid=pid)
 
     @staticmethod
     def _applied(directory: Path) -> dict:
@@ -287,16 +278,16 @@ class DnsmasqDriver:
             await self._ensure_device(spec.network_id, plan)
         removed = await asyncio.to_thread(self._write_files, directory / "hosts", plan["hosts"])
         removed |= await asyncio.to_thread(self._write_files, directory / "dns", plan["names"])
-        proc = self._procs.get(spec.network_id)
-        alive = proc is not None and proc.returncode is None and host.pid_alive(proc.pid)
-        if not alive or removed or host.process_cmdline(proc.pid)[-len(plan["argv"]):] != plan["argv"]:
-            await self._stop(spec.network_id)
-            await self._start(spec.network_id, plan)
+        pid = self._children.pid(spec.network_id)
+        if removed or not self._children.runs(spec.network_id, plan["argv"]):
+            await self._children.stop(spec.network_id)
+            pid = await self._children.start(spec.network_id, plan["argv"],
+                                             netns=plan["namespace"],
+                                             log_path=directory / "dnsmasq.log")
         (directory / "applied").write_text(json.dumps({"fingerprint": fingerprint,
                                                        "device": device}))
-        proc = self._procs[spec.network_id]
         return DhcpState(network_id=spec.network_id, running=True, fingerprint=fingerprint,
-                         pid=proc.pid)
+                         pid=pid)
 
     async def _ensure_device(self, network_id: str, plan: dict) -> None:
         ns, device = plan["namespace"], plan["device"]
@@ -364,7 +355,7 @@ class DnsmasqDriver:
 
     async def remove(self, network_id: str) -> None:
         directory = self._dir(network_id)
-        await self._stop(network_id)
+        await self._children.stop(network_id)
         ns = dhcp_namespace(network_id)
         claim = directory / "claim"
         if claim.exists():
@@ -384,55 +375,6 @@ class DnsmasqDriver:
         shutil.rmtree(directory, ignore_errors=True)
         self._files.pop(directory / "hosts", None)
         self._files.pop(directory / "dns", None)
-
-    # -- the process -------------------------------------------------------------------------
-
-    async def _start(self, network_id: str, plan: dict) -> None:
-        log_path = self._dir(network_id) / "dnsmasq.log"
-        try:
-            proc = await host.start_process(plan["argv"], log_path=log_path,
-                                            netns=plan["namespace"])
-        except host.HostError as exc:
-            raise TemporaryFailure(str(exc)) from None
-        self._procs[network_id] = proc
-        self._waiters[network_id] = asyncio.get_running_loop().create_task(
-            self._wait(network_id, proc))
-        await asyncio.sleep(0.02)
-        if proc.returncode is not None:
-            tail = log_path.read_text(errors="replace")[-400:] if log_path.exists() else ""
-            raise TemporaryFailure(f"dnsmasq for network {network_id} exited "
-                                   f"{proc.returncode}: {tail.strip()}")
-
-    async def _wait(self, network_id: str, proc: asyncio.subprocess.Process) -> None:
-        code = await proc.wait()
-        if self._procs.get(network_id) is proc:
-            log.warning("dhcp: dnsmasq of network %s exited %s", network_id, code)
-            self._procs.pop(network_id, None)
-            if self._on_change is not None:
-                self._on_change(network_id)
-
-    async def _stop(self, network_id: str) -> None:
-        proc = self._procs.pop(network_id, None)
-        waiter = self._waiters.pop(network_id, None)
-        if waiter is not None:
-            waiter.cancel()
-        if proc is None or proc.returncode is not None:
-            return
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-
-    @staticmethod
-    async def _stop_pid(pid: int) -> None:
-        host.kill(pid, signal.SIGTERM)
-        for _ in range(int(STOP_TIMEOUT / 0.05)):
-            if not host.pid_alive(pid):
-                return
-            await asyncio.sleep(0.05)
-        host.kill(pid, signal.SIGKILL)
 
     @contextlib.asynccontextmanager
     async def _netlink(self, netns: str | None = None):

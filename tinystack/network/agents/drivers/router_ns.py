@@ -41,7 +41,6 @@ import json
 import logging
 import re
 import shutil
-import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,6 +50,7 @@ from tinystack.network.agents.drivers.base import (
     RouterState,
     TemporaryFailure,
 )
+from tinystack.network.agents.drivers.children import Children
 from tinystack.network.agents.security_groups import table_name
 from tinystack.network.messages import RouterInterface, RouterSpec, bridge_name, tap_name
 
@@ -65,7 +65,6 @@ RA_INTERVAL = 30
 at once)."""
 RA_LIFETIME = 1800
 """The router lifetime in each advertisement, in seconds."""
-STOP_TIMEOUT = 5.0
 
 
 def router_namespace(router_id: str) -> str:
@@ -97,26 +96,20 @@ class RouterNamespaceDriver:
         self.owner = owner
         self.table = table_name(owner)
         self.binary = binary
-        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._children = Children(lambda router_id: f"router advertisements of router "
+                                                    f"{router_id}")
         """Router id -> its router-advertisement dnsmasq (a child of the agent)."""
-        self._waiters: dict[str, asyncio.Task] = {}
-        self._on_change: Callable[[str], None] | None = None
 
     async def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        strays = await asyncio.to_thread(host.find_processes, self._is_ours)
-        for pid in strays:
-            log.info("l3: stopping router advertisements %d left by an earlier agent; they "
-                     "restart as a child", pid)
-            await self._stop_pid(pid)
+        await self._children.stop_strays(self._is_ours, "router advertisements")
 
     async def close(self) -> None:
-        for router_id in list(self._procs):
-            await self._stop_ra(router_id)
+        await self._children.stop_all()
 
     def watch(self, on_change: Callable[[str], None]) -> None:
         """``on_change(router_id)`` when a router's advertisement process dies."""
-        self._on_change = on_change
+        self._children.on_exit = on_change
 
     def _is_ours(self, argv: list[str]) -> bool:
         prefix = f"--dhcp-leasefile={self.root}/"
@@ -249,7 +242,7 @@ class RouterNamespaceDriver:
         record = self._applied(directory)
         if "fingerprint" not in record:
             return RouterState(router_id=router_id)
-        if record.get("ra") and not self._ra_running(router_id):
+        if record.get("ra") and self._children.pid(router_id) is None:
             return RouterState(router_id=router_id)
         async with self._netlink() as nl:
             links = {link.name: link for link in await nl.links()}
@@ -364,7 +357,7 @@ class RouterNamespaceDriver:
         directory = self._dir(router_id)
         claim = directory / "claim"
         ns = router_namespace(router_id)
-        await self._stop_ra(router_id)
+        await self._children.stop(router_id)
         if claim.exists():
             recorded = claim.read_text().strip()
             inode = host.netns_inode(ns)
@@ -381,65 +374,15 @@ class RouterNamespaceDriver:
 
     # -- router advertisements ----------------------------------------------------------------
 
-    def _ra_running(self, router_id: str) -> bool:
-        proc = self._procs.get(router_id)
-        return proc is not None and proc.returncode is None and host.pid_alive(proc.pid)
-
     async def _ensure_ra(self, router_id: str, plan: dict) -> None:
         """The router's advertisement process runs exactly ``plan["ra"]``, or none runs."""
         argv = plan.get("ra")
-        if not argv:
-            await self._stop_ra(router_id)
+        if argv and self._children.runs(router_id, argv):
             return
-        if self._ra_running(router_id):
-            pid = self._procs[router_id].pid
-            if host.process_cmdline(pid)[-len(argv):] == argv:
-                return
-        await self._stop_ra(router_id)
-        log_path = self._dir(router_id) / "ra.log"
-        try:
-            proc = await host.start_process(argv, log_path=log_path, netns=plan["namespace"])
-        except host.HostError as exc:
-            raise TemporaryFailure(str(exc)) from None
-        self._procs[router_id] = proc
-        self._waiters[router_id] = asyncio.get_running_loop().create_task(
-            self._wait(router_id, proc))
-        await asyncio.sleep(0.02)
-        if proc.returncode is not None:
-            tail = log_path.read_text(errors="replace")[-400:] if log_path.exists() else ""
-            raise TemporaryFailure(f"router advertisements of router {router_id} exited "
-                                   f"{proc.returncode}: {tail.strip()}")
-
-    async def _wait(self, router_id: str, proc: asyncio.subprocess.Process) -> None:
-        code = await proc.wait()
-        if self._procs.get(router_id) is proc:
-            log.warning("l3: router advertisements of router %s exited %s", router_id, code)
-            self._procs.pop(router_id, None)
-            if self._on_change is not None:
-                self._on_change(router_id)
-
-    async def _stop_ra(self, router_id: str) -> None:
-        proc = self._procs.pop(router_id, None)
-        waiter = self._waiters.pop(router_id, None)
-        if waiter is not None:
-            waiter.cancel()
-        if proc is None or proc.returncode is not None:
-            return
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-
-    @staticmethod
-    async def _stop_pid(pid: int) -> None:
-        host.kill(pid, signal.SIGTERM)
-        for _ in range(int(STOP_TIMEOUT / 0.05)):
-            if not host.pid_alive(pid):
-                return
-            await asyncio.sleep(0.05)
-        host.kill(pid, signal.SIGKILL)
+        await self._children.stop(router_id)
+        if argv:
+            await self._children.start(router_id, argv, netns=plan["namespace"],
+                                       log_path=self._dir(router_id) / "ra.log")
 
     # -- the host's addresses on external networks -------------------------------------------
 
