@@ -452,10 +452,10 @@ class Actions:
                                     add: bool) -> None:
         """Nova's add/removeSecurityGroup: the server's list, and its ports' groups."""
         network = self.core.network
-        if add and network is not None:
+        if add:
             await network.group_ids(caller.token, caller.project_id, [name], missing=404)
         ports, names = await self.core.run(self.security_group, caller, server_id, name, add)
-        if ports and network is not None:
+        if ports:
             ids = await network.group_ids(caller.token, caller.project_id, names)
             await network.set_groups(ports, ids)
 

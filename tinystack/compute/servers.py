@@ -52,14 +52,11 @@ from tinystack.compute.service import Caller, ComputeCore
 from tinystack.compute.messages import ServerSpec
 
 __all__ = ["CreateRequest", "Created", "Servers", "facts_of", "decode_user_data",
-           "NETWORK_UNAVAILABLE", "VOLUME_UNAVAILABLE"]
+           "VOLUME_UNAVAILABLE"]
 
 log = logging.getLogger(__name__)
 
 GiB = 1024 ** 3
-NETWORK_UNAVAILABLE = (
-    "Networking is not available yet: this cloud has no network service, so a server can "
-    "only be created with \"networks\": \"none\" (openstack server create --nic none).")
 VOLUME_UNAVAILABLE = (
     "Block storage is not available yet: block_device_mapping_v2 may only boot from an "
     "image to a local disk (source_type \"image\", destination_type \"local\").")
@@ -180,8 +177,6 @@ class Servers:
         """The NICs the request asks for (400/409 for what Nova refuses at once)."""
         if req.networks in (None, "none", []):
             return Resolved()
-        if self.core.network is None:
-            raise BadRequest(NETWORK_UNAVAILABLE)
         return await self.core.network.resolve(caller.token, caller.project_id, req.networks,
                                                req.security_groups, req.max_count)
 
@@ -483,15 +478,13 @@ class Servers:
         tombstone, ports = await self.core.run(self._delete, caller, server_id)
         if tombstone is not None:
             await self.core.send_spec(*tombstone)
-        if ports and self.core.network is not None:
+        if ports:
             await self.core.network.deallocate(ports)
 
     # -- what the network service says ------------------------------------------------
 
     async def refresh_ports(self, server_id: str) -> None:
         """Read the server's ports and floating IPs again (``network.port.changed``)."""
-        if self.core.network is None:
-            return
         known = await self.core.run(self._known_ports, server_id)
         if known is None:
             return

@@ -77,12 +77,12 @@ class ComputeCore:
     """Shared plumbing of the compute service; see the module docstring."""
 
     def __init__(self, db: Database, bus: Bus, images: ImageClient, settings: ComputeSettings,
-                 *, base_url: str, node: str, network: Networking | None = None):
+                 *, base_url: str, node: str, network: Networking):
         self.db = db
         self.bus = bus
         self.images = images
         self.network = network
-        """The network service's client; None where there is none (servers take no NICs)."""
+        """The network service's client: ports for the servers' NICs."""
         self.settings = settings
         self.base_url = base_url
         self.node = node
