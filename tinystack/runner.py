@@ -321,6 +321,7 @@ async def _serve(settings: Settings, sock: socket.socket, access_log: bool) -> i
     import uvicorn
 
     from tinystack.cloud import Cloud
+    from tinystack.common.sendfile import HttpProtocol
 
     class Server(uvicorn.Server):
         # Signals are ours (below): uvicorn would re-raise them after shutdown,
@@ -358,6 +359,7 @@ async def _serve(settings: Settings, sock: socket.socket, access_log: bool) -> i
             return 0
         config = uvicorn.Config(
             cloud.asgi,
+            http=HttpProtocol,
             lifespan="off",
             access_log=access_log,
             log_config=None,

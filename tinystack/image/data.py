@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable
+from typing import BinaryIO
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -262,6 +263,18 @@ class ImageData:
         finally:
             # Close the file once no thread is reading it any more.
             upcoming.add_done_callback(lambda _: blocks.close())
+
+    def open_local(self, image: Image) -> BinaryIO | None:
+        """The image's data file, open for reading, when the store keeps one on this
+        machine (for a zero-copy send); None when it does not, or the file is gone."""
+        path = self.store.local_path(image.location) if image.location else None
+        if path is None:
+            return None
+        try:
+            return open(path, "rb")
+        except FileNotFoundError:
+            log.warning("image %s: its data file %s is gone", image.id, path)
+            return None
 
     def delete_data(self, image: Image) -> None:
         if image.location:
