@@ -25,7 +25,7 @@ from pathlib import Path
 
 import orjson
 
-from tinystack.common.process import pid_alive, process_cmdline
+from tinystack.common.process import pid_alive, process_cmdline, run_command, start_child
 
 __all__ = [
     "HostError",
@@ -71,27 +71,7 @@ class HostError(Exception):
 
 async def run(argv: list[str], *, timeout: float, cwd: Path | None = None) -> str:
     """Run ``argv``; its stdout. HostError (with stderr) on failure or timeout."""
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    except OSError as exc:
-        raise HostError(f"{argv[0]}: {exc.strerror}") from None
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise HostError(f"{argv[0]} took longer than {timeout:g} s") from None
-    except asyncio.CancelledError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await asyncio.shield(proc.wait())
-        raise
-    if proc.returncode != 0:
-        words = err.decode(errors="replace").strip() or out.decode(errors="replace").strip()
-        raise HostError(f"{argv[0]} exited {proc.returncode}: {words[-600:]}")
-    return out.decode(errors="replace")
+    return await run_command(argv, timeout=timeout, cwd=cwd, error=HostError)
 
 
 async def qemu_img_info(path: Path) -> dict:
@@ -146,22 +126,9 @@ async def make_iso(output: Path, source: Path, *, label: str) -> None:
 # -- processes -----------------------------------------------------------------------------
 
 async def start_process(argv: list[str], *, cwd: Path, log_path: Path) -> asyncio.subprocess.Process:
-    """Start ``argv`` as our child in its own session, stdout and stderr to ``log_path``.
-
-    Its own session: a signal to the agent's process group (Ctrl-C) does not reach it,
-    so guests outlive an agent restart and are adopted by the next one.
-    """
-    with open(log_path, "ab") as out:
-        try:
-            return await asyncio.create_subprocess_exec(
-                *argv, cwd=cwd, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
-                start_new_session=True)
-        except OSError as exc:
-            raise HostError(f"{argv[0]}: {exc.strerror}") from None
-
-
-
-
+    """Start ``argv`` as our child in its own session, stdout and stderr to ``log_path``:
+    guests outlive an agent restart and are adopted by the next one."""
+    return await start_child(argv, cwd=cwd, log_path=log_path, error=HostError)
 
 
 def process_rss_kib(pid: int) -> int:

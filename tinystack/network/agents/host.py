@@ -30,7 +30,7 @@ from pathlib import Path
 
 import orjson
 
-from tinystack.common.process import pid_alive, process_cmdline
+from tinystack.common.process import pid_alive, process_cmdline, run_command, start_child
 
 __all__ = [
     "HostError",
@@ -87,27 +87,7 @@ async def run(argv: list[str], *, timeout: float = COMMAND_TIMEOUT, stdin: bytes
     """
     if netns is not None:
         argv = ["ip", "netns", "exec", netns, *argv]
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    except OSError as exc:
-        raise HostError(f"{argv[0]}: {exc.strerror}") from None
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise HostError(f"{' '.join(argv[:4])} took longer than {timeout:g} s") from None
-    except asyncio.CancelledError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await asyncio.shield(proc.wait())
-        raise
-    if proc.returncode != 0:
-        words = err.decode(errors="replace").strip() or out.decode(errors="replace").strip()
-        raise HostError(f"{' '.join(argv[:4])} exited {proc.returncode}: {words[-800:]}")
-    return out.decode(errors="replace")
+    return await run_command(argv, timeout=timeout, stdin=stdin, error=HostError)
 
 
 # -- namespaces ----------------------------------------------------------------------------
@@ -269,17 +249,7 @@ async def start_process(argv: list[str], *, log_path: Path,
     """
     if netns is not None:
         argv = ["ip", "netns", "exec", netns, *argv]
-    with open(log_path, "ab") as out:
-        try:
-            return await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
-                start_new_session=True)
-        except OSError as exc:
-            raise HostError(f"{argv[0]}: {exc.strerror}") from None
-
-
-
-
+    return await start_child(argv, log_path=log_path, error=HostError)
 
 
 def find_processes(match: Callable[[list[str]], bool]) -> dict[int, list[str]]:
