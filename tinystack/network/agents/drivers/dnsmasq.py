@@ -39,6 +39,7 @@ from pathlib import Path
 
 from tinystack.network.agents import host
 from tinystack.network.agents.drivers.base import DhcpState, PermanentFailure, TemporaryFailure
+from tinystack.network.agents.drivers import veth
 from tinystack.network.agents.drivers.children import Children
 from tinystack.network.messages import DhcpSpec, bridge_name, tap_name
 
@@ -293,33 +294,13 @@ class DnsmasqDriver:
         ns, device = plan["namespace"], plan["device"]
         outside = tap_name(plan["port_id"])
         alias = f"tinystack:{self.owner} dhcp {network_id}"
-        async with self._netlink() as nl:
-            link = await nl.link(outside)
-            if link is not None and link.alias != alias:
-                raise PermanentFailure(f"device {outside} exists and is not ours")
-            async with self._netlink(ns) as inside:
-                found = await inside.link(device)
-                stale = [x.name for x in await inside.links()
-                         if x.name.startswith("ns-") and x.name != device]
-                for name in stale:
-                    await inside.delete_link(name)
-                if link is None or found is None:
-                    if found is not None:
-                        await inside.delete_link(device)
-                    if link is not None:
-                        await nl.delete_link(outside)
-                    await nl.add_veth(outside, device, peer_netns=ns, alias=alias)
-                await inside.set_link("lo", up=True)
-                await inside.set_link(device, mac=plan["mac"], mtu=plan["mtu"], up=True)
-                have = await inside.addresses(device)
-                for cidr in sorted(set(plan["addresses"]) - have):
-                    await inside.add_address(device, cidr)
-                for cidr in sorted(have - set(plan["addresses"])):
-                    await inside.delete_address(device, cidr)
-            bridge = await nl.link(plan["bridge"])
-            link = await nl.link(outside)
-            master = plan["bridge"] if bridge is not None and link.master != bridge.index else None
-            await nl.set_link(outside, mtu=plan["mtu"], master=master, up=True)
+        async with self._netlink() as nl, self._netlink(ns) as inside:
+            for stale in await inside.links():
+                if stale.name.startswith("ns-") and stale.name != device:
+                    await inside.delete_link(stale.name)
+            await inside.set_link("lo", up=True)
+            await veth.plug(nl, inside, outside=outside, device=device, namespace=ns,
+                            alias=alias, want=plan)
 
     def _write_files(self, directory: Path, files: dict[str, str]) -> bool:
         """Make ``directory`` hold exactly ``files``: write the new and changed ones (temp

@@ -50,6 +50,7 @@ from tinystack.network.agents.drivers.base import (
     RouterState,
     TemporaryFailure,
 )
+from tinystack.network.agents.drivers import veth
 from tinystack.network.agents.drivers.children import Children
 from tinystack.network.agents.security_groups import table_name
 from tinystack.network.messages import RouterInterface, RouterSpec, bridge_name, tap_name
@@ -319,27 +320,8 @@ class RouterNamespaceDriver:
                 if link.name.startswith(("qr-", "qg-")) and link.name not in plan["devices"]:
                     await inside.delete_link(link.name)
             for device, want in sorted(plan["devices"].items()):
-                outside = tap_name(want["port_id"])
-                link = await nl.link(outside)
-                if link is not None and link.alias != alias:
-                    raise PermanentFailure(f"device {outside} exists and is not ours")
-                found = await inside.link(device)
-                if link is None or found is None:
-                    if found is not None:
-                        await inside.delete_link(device)
-                    if link is not None:
-                        await nl.delete_link(outside)
-                    await nl.add_veth(outside, device, peer_netns=ns, alias=alias)
-                await inside.set_link(device, mac=want["mac"], mtu=want["mtu"], up=True)
-                have = await inside.addresses(device)
-                for cidr in sorted(set(want["addresses"]) - have):
-                    await inside.add_address(device, cidr)
-                for cidr in sorted(have - set(want["addresses"])):
-                    await inside.delete_address(device, cidr)
-                bridge = await nl.link(want["bridge"])
-                link = await nl.link(outside)
-                master = want["bridge"] if bridge is not None and link.master != bridge.index else None
-                await nl.set_link(outside, mtu=want["mtu"], master=master, up=True)
+                await veth.plug(nl, inside, outside=tap_name(want["port_id"]), device=device,
+                                namespace=ns, alias=alias, want=want)
 
     async def _ensure_routes(self, ns: str, routes: dict[str, str]) -> None:
         async with self._netlink(ns) as inside:
