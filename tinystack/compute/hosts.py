@@ -179,8 +179,8 @@ class Hosts:
                 busy = s.scalar(sa.select(sa.func.count()).select_from(Server).where(
                     Server.host == service.host, Server.deleted_at.is_(None)))
                 if busy:
-                    raise Conflict(f"Unable to delete compute service that is hosting "
-                                   f"instances. Migrate or delete the instances first.")
+                    raise Conflict("Unable to delete compute service that is hosting "
+                                   "instances. Migrate or delete the instances first.")
                 node = s.scalar(sa.select(ComputeNode).where(ComputeNode.host == service.host))
                 if node is not None:
                     s.execute(sa.delete(Allocation).where(Allocation.node_id == node.id))

@@ -10,7 +10,6 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tinystack.common.http import json_response
 from tinystack.identity.service import Grant
 from tinystack.identity.web import Handlers, flag, no_content
 

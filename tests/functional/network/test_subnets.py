@@ -41,7 +41,7 @@ async def test_no_dhcp_no_dhcp_port_and_toggling_follows(neutron):
     assert await neutron.listing("ports", f"?network_id={net['id']}") == []
     r = await neutron.put(f"/v2.0/subnets/{sub['id']}", {"subnet": {"enable_dhcp": True}})
     assert r.status_code == 200
-    assert len(await neutron.listing("ports", f"?device_owner=network:dhcp")) == 1
+    assert len(await neutron.listing("ports", "?device_owner=network:dhcp")) == 1
     await neutron.put(f"/v2.0/subnets/{sub['id']}", {"subnet": {"enable_dhcp": False}})
     assert await neutron.listing("ports", f"?network_id={net['id']}") == []
 

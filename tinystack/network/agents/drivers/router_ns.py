@@ -33,7 +33,6 @@ touched on bridges carrying our owner tag. Read ``host.py`` next.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import ipaddress
