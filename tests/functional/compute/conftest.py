@@ -17,53 +17,21 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
-from tinystack import config
 from tinystack.cloud import Cloud
-from tinystack.common.db import Base, normalize_url, utcnow
-from tinystack.identity import passwords
-from tinystack.models import import_all
+from tinystack.common.db import utcnow
 
+from ..conftest import CloudSettings, StartCloud
 from .support import FakeAgent, FakeGlance, NovaClient
 
-FAST_ROUNDS = 4
-
-
-def empty_rows(url: str) -> None:
-    """Delete every row of every tinystack table present, keeping the schema."""
-    import_all()
-    engine = sa.create_engine(normalize_url(url), poolclass=sa.NullPool)
-    try:
-        with engine.begin() as conn:
-            present = set(sa.inspect(conn).get_table_names())
-            for table in reversed(Base.metadata.sorted_tables):
-                if table.name in present:
-                    conn.execute(table.delete())
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture(scope="session")
-def _compute_sqlite(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return f"sqlite:///{tmp_path_factory.mktemp('compute-db') / 'tinystack.db'}"
-
 
 @pytest.fixture
-def compute_db(db_server, request: pytest.FixtureRequest) -> str:
-    url = request.getfixturevalue("_compute_sqlite") if db_server is None else db_server.url
-    empty_rows(url)
-    return url
-
-
-@pytest.fixture
-def fast_bcrypt(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(passwords, "MIN_ROUNDS", FAST_ROUNDS)
+def compute_db(empty_db: str) -> str:
+    return empty_db
 
 
 @pytest.fixture
@@ -88,18 +56,13 @@ MakeCloud = Callable[..., Awaitable[Cloud]]
 
 
 @pytest.fixture
-async def make_compute_cloud(compute_db: str, tmp_path: Path, glance: FakeGlance,
-                             fast_bcrypt) -> AsyncIterator[MakeCloud]:
-    started: list[Cloud] = []
+def make_compute_cloud(compute_db: str, glance: FakeGlance, cloud_settings: CloudSettings,
+                       start_cloud: StartCloud) -> MakeCloud:
 
     async def make(**compute: Any) -> Cloud:
-        settings = config.load(
-            data_dir=tmp_path / "data", db=compute_db, clouds_yaml=tmp_path / "clouds.yaml",
-            roles=["controller"], identity={"password_hash_rounds": FAST_ROUNDS},
-            image={"default_image": False}, network={"bootstrap": False}, compute=compute)
-        cloud = Cloud(settings)
-        await cloud.start()
-        started.append(cloud)
+        cloud = await start_cloud(cloud_settings(
+            compute_db, image={"default_image": False}, network={"bootstrap": False},
+            compute=compute))
         images = cloud.services["compute"].images
         await images.http.aclose()
         images.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=glance.app()),
@@ -112,10 +75,7 @@ async def make_compute_cloud(compute_db: str, tmp_path: Path, glance: FakeGlance
         network.identity_url = "http://testserver/identity/v3/auth/tokens"
         return cloud
 
-    yield make
-    for cloud in reversed(started):
-        if cloud.started:
-            await cloud.stop()
+    return make
 
 
 @pytest.fixture

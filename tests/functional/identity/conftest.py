@@ -9,8 +9,9 @@
   per-test data dir, both as the first start of the session left them (see
   its docstring); call it again after ``stop()`` to restart on the same
   database and data dir.
-- ``fast_bcrypt`` (every test): bcrypt cost 4 instead of the shipped floor of
-  12, which ``test_security_compliance.py`` checks.
+- ``fast_bcrypt`` (every test, from ``tests/functional/conftest.py``): bcrypt
+  cost 4 instead of the shipped floor of 12, which
+  ``test_security_compliance.py`` checks.
 - ``cloud``: one started with the default settings; ``api``: a
   ``KeystoneClient`` on it (``await api.token("demo", project="demo")``...).
 - ``clock``: stops identity's ``utcnow`` at a whole second; ``advance`` it.
@@ -21,7 +22,7 @@ Paths given to the client are relative to the identity prefix: ``/v3/users``.
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,18 +31,15 @@ import pytest
 import sqlalchemy as sa
 
 from tinystack import cloud as cloud_module
-from tinystack import config
 from tinystack.cloud import Cloud
-from tinystack.common.db import Base, normalize_url, utcnow
+from tinystack.common.db import Base, utcnow
 from tinystack.identity import auth as auth_module
 from tinystack.identity import credentials as credentials_module
-from tinystack.identity import passwords
 from tinystack.identity import service as service_module
 from tinystack.models import import_all
 
+from ..conftest import CloudSettings, StartCloud, engine_for
 from .client import Clock, KeystoneClient, client_for
-
-FAST_ROUNDS = 4
 
 
 Rows = dict[str, list[dict]]
@@ -103,23 +101,9 @@ class Bootstrapped:
 
 
 @pytest.fixture(scope="session")
-def _engines() -> Iterator[dict[str, sa.Engine]]:
-    """One engine per database for the whole session."""
-    engines: dict[str, sa.Engine] = {}
-    yield engines
-    for engine in engines.values():
-        engine.dispose()
-
-
-@pytest.fixture(scope="session")
 def _bootstrapped() -> dict[str, Bootstrapped]:
     """Per database URL, the state right after the first bootstrap of the session."""
     return {}
-
-
-@pytest.fixture(scope="session")
-def _sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return f"sqlite:///{tmp_path_factory.mktemp('identity-db') / 'tinystack.db'}"
 
 
 @pytest.fixture
@@ -128,25 +112,18 @@ def identity_db(db_server, request: pytest.FixtureRequest) -> str:
     url = request.getfixturevalue("_sqlite_url") if db_server is None else db_server.url
     if db_server is not None and db_server.kind == "mysql" and "?" not in url:
         url += "?ssl_disabled=true"  # PyMySQL spends 50 ms of CPU on TLS per new connection
-    engines = request.getfixturevalue("_engines")
-    if url not in engines:
-        engines[url] = sa.create_engine(normalize_url(url), pool_size=1)
+    engine_for(url, request.getfixturevalue("_engines"))
     return url
-
-
-@pytest.fixture(autouse=True)
-def fast_bcrypt(monkeypatch: pytest.MonkeyPatch) -> None:
-    """bcrypt cost 4 instead of the production floor of 12 (a hash is 1 ms, not 250)."""
-    monkeypatch.setattr(passwords, "MIN_ROUNDS", FAST_ROUNDS)
 
 
 MakeCloud = Callable[..., Awaitable[Cloud]]
 
 
 @pytest.fixture
-async def make_cloud(identity_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                     _engines: dict[str, sa.Engine], _bootstrapped: dict[str, Bootstrapped],
-                     tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[MakeCloud]:
+def make_cloud(identity_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+               _engines: dict[str, sa.Engine], _bootstrapped: dict[str, Bootstrapped],
+               tmp_path_factory: pytest.TempPathFactory, cloud_settings: CloudSettings,
+               start_cloud: StartCloud) -> MakeCloud:
     """``await make_cloud(lockout_failure_attempts=3)``: a started Cloud, stopped after the test.
 
     Keyword arguments are identity settings. Every Cloud of one test shares
@@ -160,7 +137,6 @@ async def make_cloud(identity_db: str, tmp_path: Path, monkeypatch: pytest.Monke
     which its own start then finds complete (a first bootstrap costs several
     times a later one).
     """
-    started: list[Cloud] = []
     monkeypatch.setattr(cloud_module, "CONTROLLER_SERVICES", [])
     engine = _engines[identity_db]
     data_dir = tmp_path / "data"
@@ -171,23 +147,20 @@ async def make_cloud(identity_db: str, tmp_path: Path, monkeypatch: pytest.Monke
         known = None
         reset_rows(engine)
 
+    starts = 0
+
     async def make(**identity: Any) -> Cloud:
-        settings = config.load(
-            data_dir=data_dir, db=identity_db, clouds_yaml=tmp_path / "clouds.yaml",
-            roles=["controller"], identity={"password_hash_rounds": FAST_ROUNDS, **identity})
-        cloud = Cloud(settings)
-        await cloud.start()
-        started.append(cloud)
-        if known is None and not identity and len(started) == 1:
+        nonlocal starts
+        cloud = await start_cloud(cloud_settings(identity_db, data_dir=data_dir,
+                                                 identity=identity))
+        starts += 1
+        if known is None and not identity and starts == 1:
             copy = tmp_path_factory.mktemp("bootstrapped") / "data"
             shutil.copytree(data_dir, copy)
             _bootstrapped[identity_db] = Bootstrapped(read_rows(engine), copy)
         return cloud
 
-    yield make
-    for cloud in reversed(started):
-        if cloud.started:
-            await cloud.stop()
+    return make
 
 
 @pytest.fixture

@@ -20,73 +20,31 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
-from tinystack import config
 from tinystack.cloud import Cloud
-from tinystack.common.db import Base, normalize_url
-from tinystack.identity import passwords
-from tinystack.models import import_all
 
+from ..conftest import CloudSettings, StartCloud
 from .client import GlanceClient, client_for
-
-FAST_ROUNDS = 4
-
-
-def empty_rows(url: str) -> None:
-    """Delete every row of every tinystack table present, keeping the schema."""
-    import_all()
-    engine = sa.create_engine(normalize_url(url), poolclass=sa.NullPool)
-    try:
-        with engine.begin() as conn:
-            present = set(sa.inspect(conn).get_table_names())
-            for table in reversed(Base.metadata.sorted_tables):
-                if table.name in present:
-                    conn.execute(table.delete())
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture(scope="session")
-def _sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return f"sqlite:///{tmp_path_factory.mktemp('image-db') / 'tinystack.db'}"
-
-
-@pytest.fixture
-def image_db(db_server, request: pytest.FixtureRequest) -> str:
-    """A database with no rows in it, once per configured database."""
-    url = request.getfixturevalue("_sqlite_url") if db_server is None else db_server.url
-    empty_rows(url)
-    return url
-
-
-@pytest.fixture(autouse=True)
-def fast_bcrypt(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(passwords, "MIN_ROUNDS", FAST_ROUNDS)
-
 
 MakeCloud = Callable[..., Awaitable[Cloud]]
 
 
 @pytest.fixture
-async def make_cloud(image_db: str, tmp_path: Path) -> AsyncIterator[MakeCloud]:
+def image_db(empty_db: str) -> str:
+    """A database with no rows in it, once per configured database."""
+    return empty_db
+
+
+@pytest.fixture
+def make_cloud(image_db: str, tmp_path: Path, cloud_settings: CloudSettings,
+               start_cloud: StartCloud) -> MakeCloud:
     """``await make_cloud(image_size_cap=100)``: a started Cloud, stopped after the test."""
-    started: list[Cloud] = []
 
     async def make(**image: Any) -> Cloud:
-        settings = config.load(
-            data_dir=tmp_path / "data", db=image_db, clouds_yaml=tmp_path / "clouds.yaml",
-            roles=["controller"], identity={"password_hash_rounds": FAST_ROUNDS},
-            image={"default_image": False, "guest_cache_dir": str(tmp_path / "guest"), **image})
-        cloud = Cloud(settings)
-        await cloud.start()
-        started.append(cloud)
-        return cloud
+        return await start_cloud(cloud_settings(image_db, image={
+            "default_image": False, "guest_cache_dir": str(tmp_path / "guest"), **image}))
 
-    yield make
-    for cloud in reversed(started):
-        if cloud.started:
-            await cloud.stop()
+    return make
 
 
 @pytest.fixture

@@ -13,86 +13,36 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from tinystack import cloud as cloud_module
-from tinystack import config
 from tinystack.cloud import Cloud
-from tinystack.common.db import Base, normalize_url
-from tinystack.identity import passwords
-from tinystack.models import import_all
 
+from ..conftest import CloudSettings, StartCloud
 from .support import HOST, NODE, AgentRecorder, NeutronClient, client_for, load_passwords
-
-FAST_ROUNDS = 4
-
-
-def empty_rows(engine: sa.Engine) -> None:
-    """Delete every row of every tinystack table present, keeping the schema."""
-    import_all()
-    with engine.begin() as conn:
-        present = set(sa.inspect(conn).get_table_names())
-        for table in reversed(Base.metadata.sorted_tables):
-            if table.name in present:
-                conn.execute(table.delete())
-
-
-@pytest.fixture(scope="session")
-def _engines():
-    engines: dict[str, sa.Engine] = {}
-    yield engines
-    for engine in engines.values():
-        engine.dispose()
-
-
-@pytest.fixture(scope="session")
-def _network_sqlite(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return f"sqlite:///{tmp_path_factory.mktemp('network-db') / 'tinystack.db'}"
-
-
-@pytest.fixture
-def network_db(db_server, request: pytest.FixtureRequest, _engines) -> str:
-    url = request.getfixturevalue("_network_sqlite") if db_server is None else db_server.url
-    if url not in _engines:
-        _engines[url] = sa.create_engine(normalize_url(url), pool_size=1)
-    empty_rows(_engines[url])
-    return url
-
-
-@pytest.fixture(autouse=True)
-def fast_bcrypt(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(passwords, "MIN_ROUNDS", FAST_ROUNDS)
-
 
 MakeCloud = Callable[..., Awaitable[Cloud]]
 
 
 @pytest.fixture
-async def make_cloud(network_db: str, tmp_path: Path,
-                     monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[MakeCloud]:
+def network_db(empty_db: str) -> str:
+    return empty_db
+
+
+@pytest.fixture
+def make_cloud(network_db: str, cloud_settings: CloudSettings, start_cloud: StartCloud,
+               monkeypatch: pytest.MonkeyPatch) -> MakeCloud:
     """``await make_cloud(bootstrap=True)``: a started Cloud, stopped after the test."""
-    started: list[Cloud] = []
     monkeypatch.setattr(cloud_module, "CONTROLLER_SERVICES",
                         [("network", "tinystack.network:NetworkComponent")])
 
     async def make(**network: Any) -> Cloud:
-        settings = config.load(
-            data_dir=tmp_path / "data", db=network_db, clouds_yaml=tmp_path / "clouds.yaml",
-            roles=["controller"], identity={"password_hash_rounds": FAST_ROUNDS},
-            network={"bootstrap": False, "network_node": NODE, **network})
-        cloud = Cloud(settings)
-        await cloud.start()
-        started.append(cloud)
-        return cloud
+        return await start_cloud(cloud_settings(
+            network_db, network={"bootstrap": False, "network_node": NODE, **network}))
 
-    yield make
-    for cloud in reversed(started):
-        if cloud.started:
-            await cloud.stop()
+    return make
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Functional tests: each service in process, over its HTTP API, on every configured database."""
