@@ -101,12 +101,20 @@ class DesiredStore:
         return self._records.get(server_id)
 
     def offer(self, spec: ServerSpec) -> bool:
-        """Keep ``spec`` if it is newer than what we have; False (and nothing kept) if not."""
+        """Keep ``spec`` if it is newer than what we have; False (and nothing kept) if not.
+
+        The same revision is kept too when it brings a token the kept one lacks: the
+        controller's audit re-sends a missing server's spec without one (it keeps no
+        tokens), and may do so just before the build's own spec, which carries it.
+        """
         if not valid_server_id(spec.id):
             raise ValueError(f"server id {spec.id!r} is not a plain name")
         current = self._records.get(spec.id)
         if current is not None and spec.revision <= current.spec.revision:
-            return False
+            brings_token = (spec.revision == current.spec.revision and spec.token
+                            and not current.spec.token)
+            if not brings_token:
+                return False
         if current is None:
             record = Record(spec=spec)
         else:

@@ -146,7 +146,7 @@ class ImageCache:
         try:
             async with httpx.AsyncClient(timeout=timeout, transport=self._transport) as client:
                 async with client.stream("GET", ref.download_url, headers=headers) as response:
-                    self._check_status(ref, response.status_code)
+                    self._check_status(ref, response.status_code, bool(token))
                     with open(part, "wb") as out:
                         async for chunk in response.aiter_bytes(_CHUNK):
                             size += len(chunk)
@@ -158,9 +158,14 @@ class ImageCache:
         return {name: h.hexdigest() for name, h in hashes.items()}, size
 
     @staticmethod
-    def _check_status(ref: ImageRef, status: int) -> None:
+    def _check_status(ref: ImageRef, status: int, with_token: bool) -> None:
         if status == 200:
             return
+        if status == 401 and not with_token:
+            # A spec re-sent by the controller's audit has no token; the build's own spec,
+            # which has one, is on its way.
+            raise TemporaryFailure(f"no token yet to read image {ref.id} with (the image "
+                                   "service answered 401)")
         if status in (401, 403):
             raise PermanentFailure(f"the image service refused to hand out image {ref.id} "
                                    f"({status})")

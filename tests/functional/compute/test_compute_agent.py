@@ -17,6 +17,7 @@ from fakes.compute_driver import FakeComputeDriver
 from tinystack.common.bus import connect
 from tinystack.compute.agent import AgentOptions, ComputeAgent
 from tinystack.compute.desired import DesiredStore
+from tinystack.compute.drivers.base import TemporaryFailure
 from tinystack.compute.messages import (
     AGENT_TARGET,
     CONDUCTOR_TARGET,
@@ -256,6 +257,26 @@ async def test_temporary_failure_is_retried_with_backoff(harness):
     harness.clock.advance(1.0)
     await agent.run_once()
     await harness.conductor.last("srv-1", state="active")
+
+
+class NeedsAToken(FakeComputeDriver):
+    """Cannot read the image without a token, as the image service refuses then."""
+
+    async def ensure_server(self, spec: ServerSpec) -> None:
+        if not spec.token:
+            raise TemporaryFailure("no token yet to read image img-1 with")
+        await super().ensure_server(spec)
+
+
+async def test_the_builds_own_spec_brings_the_token_an_audit_resend_lacked(harness):
+    agent = await harness.agent(NeedsAToken(), retry_initial=60.0)
+
+    await agent.receive(spec(revision=2))  # the conductor's audit: no token
+    assert harness.conductor.of("srv-1") == []
+    await agent.receive(spec(revision=2, token="tok"))  # the build's cast, just after
+
+    report = await harness.conductor.last("srv-1", state="active")
+    assert report.revision == 2
 
 
 async def test_temporary_failure_becomes_error_after_the_last_try(harness):

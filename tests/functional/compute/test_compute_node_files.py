@@ -71,6 +71,15 @@ async def test_image_service_errors_are_sorted(tmp_path, status, kind):
     assert list((tmp_path / "images").iterdir()) == []
 
 
+async def test_a_refusal_without_a_token_is_temporary_and_with_one_permanent(tmp_path):
+    cache, requests = cache_serving(tmp_path, b"nope", status=401)
+    with pytest.raises(TemporaryFailure, match="no token yet"):
+        await cache.fetch(ref(b"x"), "")
+    assert "X-Auth-Token" not in requests[0].headers
+    with pytest.raises(PermanentFailure, match="refused to hand out image img"):
+        await cache.fetch(ref(b"x"), "tok")
+
+
 async def test_corrupt_download_is_temporary_and_leaves_nothing(tmp_path):
     body = qcow2(tmp_path / "src.qcow2")
     cache, _ = cache_serving(tmp_path, body)
@@ -124,6 +133,16 @@ def test_desired_store_survives_a_restart_and_keeps_the_newest(tmp_path):
     record = again.get("s1")
     assert (record.spec.name, record.applied) == ("a", 2)
     assert (tmp_path / "s1.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_desired_store_takes_the_same_revision_again_only_to_gain_a_token(tmp_path):
+    store = DesiredStore(tmp_path)
+    store.load()
+    assert store.offer(ServerSpec(id="s1", name="a", revision=3))  # the audit's re-send
+    assert store.offer(ServerSpec(id="s1", name="a", revision=3, token="secret"))
+    assert not store.offer(ServerSpec(id="s1", name="a", revision=3, token="other"))
+    assert not store.offer(ServerSpec(id="s1", name="a", revision=3))
+    assert store.get("s1").spec.token == "secret"
 
 
 def test_desired_store_refuses_ids_that_are_not_plain_names(tmp_path):
