@@ -53,8 +53,10 @@ def tinystack_command() -> list[str]:
 
 
 def free_port() -> int:
+    """A TCP port no socket has on any address (a port bound on another address only, such
+    as the multinode test's relay on its data bridge, would be handed out for loopback)."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("", 0))
         return sock.getsockname()[1]
 
 

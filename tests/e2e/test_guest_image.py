@@ -219,6 +219,9 @@ def test_config_drive_sets_hostname_keys_and_runs_user_data(boot, tmp_path, atta
     assert ready["hostname"] == "cfgdrive-test"
     assert "instance data from config drive" in guest.console
     guest.wait_for(lambda line: line.endswith("user-data-marker-42"), 30, "user-data output")
+    # The shell is free once init has said how user-data ended: before that, its words
+    # can land in the middle of a command's output.
+    guest.wait_for(lambda line: line.endswith("user-data exited 0"), 30, "user-data's end")
     assert guest.run("cat /root/.ssh/authorized_keys").splitlines()[-1] == public_key
     assert guest.run("hostname").splitlines()[-1] == "cfgdrive-test"
 
