@@ -8,6 +8,7 @@ import uuid
 import orjson
 import pytest
 
+from tinystack.identity import tokens
 from tinystack.identity.tokens import InvalidToken, KeyRepository, TokenPayload, new_audit_id
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, 0, 123456)
@@ -68,3 +69,41 @@ def test_tokens_of_other_keys_or_tampered_ones_are_refused(keys, tmp_path):
         token.encode() + b"=" * (-len(token) % 4))[:-5]).rstrip(b"=").decode()
     with pytest.raises(InvalidToken):
         keys.decode(truncated)
+
+
+def test_keys_another_process_rotates_are_read_within_the_recheck_interval(tmp_path,
+                                                                          monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(tokens.time, "monotonic", lambda: clock[0])
+    server = KeyRepository(tmp_path / "keys", max_active_keys=2)
+    server.setup()
+    old_token = server.encode(payload())
+    version = server.version
+
+    other = KeyRepository(tmp_path / "keys", max_active_keys=2)  # another process
+    other.rotate()
+    other.rotate()  # the key old_token was made with is gone now
+    new_token = other.encode(payload())
+
+    # Within the interval the server still uses the keys it loaded...
+    clock[0] += tokens.RECHECK_SECONDS / 2
+    assert server.decode(old_token).user_id
+    assert server.version == version
+    with pytest.raises(InvalidToken):
+        server.decode(new_token)
+    # ... and after it, the directory's.
+    clock[0] += tokens.RECHECK_SECONDS
+    assert server.version != version
+    assert server.decode(new_token).user_id
+    with pytest.raises(InvalidToken):
+        server.decode(old_token)
+
+
+def test_an_unchanged_directory_keeps_the_loaded_keys(tmp_path, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(tokens.time, "monotonic", lambda: clock[0])
+    server = KeyRepository(tmp_path / "keys")
+    server.setup()
+    fernet, version = server.fernet, server.version
+    clock[0] += 10 * tokens.RECHECK_SECONDS
+    assert server.fernet is fernet and server.version == version

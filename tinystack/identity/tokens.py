@@ -8,7 +8,10 @@ a disabled user or a removed role takes effect at once. Keys live in
 ``<data_dir>/identity/token-keys`` as Keystone's fernet repository does: file
 ``0`` is the staged key, the highest number the primary that signs new
 tokens, the others still accepted. ``rotate`` promotes the staged key and
-drops the oldest beyond ``max_active_keys``.
+drops the oldest beyond ``max_active_keys``. Keys another process puts in
+the repository (a rotation there, or a repository copied over from another
+controller, as Keystone's operators sync theirs) are read within
+``RECHECK_SECONDS``: the directory is looked at no more often than that.
 
 Revocation is not here: ``service.py`` checks revocation events after
 ``decode`` succeeds.
@@ -22,13 +25,17 @@ import os
 import re
 import secrets
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-__all__ = ["TokenPayload", "KeyRepository", "InvalidToken", "new_audit_id"]
+__all__ = ["TokenPayload", "KeyRepository", "InvalidToken", "RECHECK_SECONDS", "new_audit_id"]
+
+RECHECK_SECONDS = 1.0
+"""How often, at most, the key directory is looked at for another process's changes."""
 
 _VERSION = 2
 _METHODS = ("password", "token", "application_credential", "totp", "oauth1", "mapped")
@@ -168,20 +175,56 @@ class _Ids:
 
 
 class KeyRepository:
-    """The token keys on disk, loaded once and reloaded after a rotation."""
+    """The token keys on disk, loaded once and reloaded when the directory changes."""
 
     def __init__(self, directory: Path, max_active_keys: int = 3):
         self.directory = directory
         self.max_active_keys = max(2, max_active_keys)
         self._fernet: MultiFernet | None = None
-        self.version = 0
+        self._version = 0
+        self._stamp: tuple | None = None
+        self._checked = -RECHECK_SECONDS
+
+    @property
+    def version(self) -> int:
         """Bumped whenever the key set changes, so cached validations can be dropped."""
+        self._notice_changes()
+        return self._version
+
+    def _directory_stamp(self) -> tuple | None:
+        """What changes when keys are added, renamed or removed: the directory's inode,
+        modification time and names (a coarse clock may give two changes one time)."""
+        try:
+            stat = self.directory.stat()
+            names = tuple(sorted(os.listdir(self.directory)))
+        except FileNotFoundError:
+            return None
+        return stat.st_ino, stat.st_mtime_ns, names
+
+    def _notice_changes(self) -> None:
+        """Forget the loaded keys if the directory changed since it was last looked at (a
+        key added, renamed or removed), looking at most once every ``RECHECK_SECONDS``."""
+        now = time.monotonic()
+        if now - self._checked < RECHECK_SECONDS:
+            return
+        self._checked = now
+        stamp = self._directory_stamp()
+        if stamp != self._stamp:
+            self._changed(stamp)
+
+    def _changed(self, stamp: tuple | None) -> None:
+        self._stamp = stamp
+        self._fernet = None
+        self._version += 1
 
     def _keys(self) -> dict[int, bytes]:
         keys = {}
         for path in self.directory.iterdir():
             if path.name.isdigit():
-                keys[int(path.name)] = path.read_bytes().strip()
+                try:
+                    keys[int(path.name)] = path.read_bytes().strip()
+                except FileNotFoundError:  # another process's rotation dropped it just now
+                    continue
         return keys
 
     def _write(self, index: int, key: bytes) -> None:
@@ -197,8 +240,7 @@ class KeyRepository:
         if not self._keys():
             self._write(0, Fernet.generate_key())
             self._write(1, Fernet.generate_key())
-        self._fernet = None
-        self.version += 1
+        self._changed(self._directory_stamp())
 
     def rotate(self) -> int:
         """Promote the staged key to primary, stage a new one, drop the oldest.
@@ -212,12 +254,12 @@ class KeyRepository:
         keep = sorted(k for k in keys if k != 0) + [primary]
         for old in keep[: max(0, len(keep) - (self.max_active_keys - 1))]:
             (self.directory / str(old)).unlink()
-        self._fernet = None
-        self.version += 1
+        self._changed(self._directory_stamp())
         return primary
 
     @property
     def fernet(self) -> MultiFernet:
+        self._notice_changes()
         if self._fernet is None:
             keys = self._keys()
             order = sorted(keys, reverse=True)  # primary first, staged (0) last
