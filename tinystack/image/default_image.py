@@ -28,18 +28,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
+from tinystack.common.client import bootstrap_project_id
 from tinystack.common.policy import Credentials
 from tinystack.config import Settings
 from tinystack.image.models import Image
 
-__all__ = ["ensure_default_image", "admin_project_id", "guest_cache_dir", "GUEST_MARK"]
+__all__ = ["ensure_default_image", "guest_cache_dir", "GUEST_MARK"]
 
 log = logging.getLogger(__name__)
 
 GUEST_MARK = "tinystack_guest_build"
-LOGIN_DEADLINE = 300.0
 READ_BLOCK = 1024 * 1024
 
 
@@ -50,32 +49,6 @@ def guest_cache_dir(settings: Settings) -> Path:
         return Path(configured).expanduser()
     cache_home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(cache_home) / "tinystack" / "guest"
-
-
-async def admin_project_id(settings: Settings, transport: httpx.AsyncBaseTransport | None = None,
-                           deadline: float = LOGIN_DEADLINE) -> str:
-    """The admin project's id, from a password login; waits for the API to answer."""
-    known = yaml.safe_load((settings.data_dir / "credentials.yaml").read_text()) or {}
-    body = {"auth": {
-        "identity": {"methods": ["password"], "password": {"user": {
-            "name": "admin", "domain": {"id": "default"}, "password": known["admin"]}}},
-        "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}}
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + deadline
-    async with httpx.AsyncClient(base_url=settings.base_url, transport=transport,
-                                 timeout=10.0) as client:
-        while True:
-            try:
-                response = await client.post("/identity/v3/auth/tokens", json=body)
-            except httpx.TransportError:
-                if loop.time() > give_up:
-                    raise
-                await asyncio.sleep(0.5)
-                continue
-            if response.status_code != 201:
-                raise RuntimeError(f"admin login failed: HTTP {response.status_code} "
-                                   f"{response.text[:200]}")
-            return response.json()["token"]["project"]["id"]
 
 
 def _build_guest(cache_dir: Path) -> Any:
@@ -132,7 +105,7 @@ async def ensure_default_image(component, *, transport: httpx.AsyncBaseTransport
     log.info("default image: getting the guest image from %s (built there if needed)",
              cache_dir)
     guest = await asyncio.to_thread(build, cache_dir)
-    owner = await admin_project_id(component.settings, transport)
+    owner = await bootstrap_project_id(component.settings, "admin", transport)
     creds = _admin(owner)
     mark = {GUEST_MARK: guest.cache_key}
     reusable = {i.name: i.id for i in marked if i.status == "active"

@@ -24,47 +24,20 @@ from pathlib import Path
 
 import httpx
 import sqlalchemy as sa
-import yaml
 from sqlalchemy.orm import Session
 
+from tinystack.common.client import bootstrap_project_id
 from tinystack.network.models import Network, Router, SecurityGroupRule, Subnet
 from tinystack.network.security_groups import ensure_default
 from tinystack.network.service import Changes, Context
 
-__all__ = ["ensure_bootstrap", "project_id", "marker", "LOGIN_DEADLINE"]
+__all__ = ["ensure_bootstrap", "marker"]
 
 log = logging.getLogger(__name__)
-
-LOGIN_DEADLINE = 300.0
 
 
 def marker(data_dir: Path) -> Path:
     return data_dir / "network" / "bootstrap-done"
-
-
-async def project_id(settings, user: str, transport: httpx.AsyncBaseTransport | None = None,
-                     deadline: float = LOGIN_DEADLINE) -> str:
-    """The id of ``user``'s own project (a password login); waits for the API to answer."""
-    known = yaml.safe_load((settings.data_dir / "credentials.yaml").read_text()) or {}
-    body = {"auth": {
-        "identity": {"methods": ["password"], "password": {"user": {
-            "name": user, "domain": {"id": "default"}, "password": known[user]}}},
-        "scope": {"project": {"name": user, "domain": {"id": "default"}}}}}
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + deadline
-    async with httpx.AsyncClient(base_url=settings.base_url, transport=transport,
-                                 timeout=10.0) as client:
-        while True:
-            try:
-                response = await client.post("/identity/v3/auth/tokens", json=body)
-            except httpx.TransportError:
-                if loop.time() > give_up:
-                    raise
-                await asyncio.sleep(0.5)
-                continue
-            if response.status_code != 201:
-                raise RuntimeError(f"{user} login failed: HTTP {response.status_code}")
-            return response.json()["token"]["project"]["id"]
 
 
 async def ensure_bootstrap(component, *, transport: httpx.AsyncBaseTransport | None = None,
@@ -73,8 +46,8 @@ async def ensure_bootstrap(component, *, transport: httpx.AsyncBaseTransport | N
     done = marker(component.settings.data_dir)
     if done.exists() and not force:
         return False
-    admin = await project_id(component.settings, "admin", transport)
-    demo = await project_id(component.settings, "demo", transport)
+    admin = await bootstrap_project_id(component.settings, "admin", transport)
+    demo = await bootstrap_project_id(component.settings, "demo", transport)
     changes = await asyncio.to_thread(_make_all, component, admin, demo)
     await component.dispatcher.send(changes)
     done.parent.mkdir(parents=True, exist_ok=True)
