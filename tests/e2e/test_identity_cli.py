@@ -70,7 +70,9 @@ def openstack_with(ts, auth: dict[str, str], *args: str, auth_type: str = "passw
     argv = [str(OPENSTACK), "--os-auth-url", cloud_auth(ts, "tinystack")["auth_url"],
             "--os-identity-api-version", "3", "--os-auth-type", auth_type]
     for name, value in auth.items():
-        argv += [f"--os-{name}", value]
+        # One argument: a secret or password may start with "-", which argparse would take
+        # for an option of its own when given as the next argument.
+        argv.append(f"--os-{name}={value}")
     result = subprocess.run([*argv, *args], env=ts.env, capture_output=True, text=True,
                             timeout=120, stdin=subprocess.DEVNULL)
     if check and result.returncode != 0:
